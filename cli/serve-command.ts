@@ -1,0 +1,53 @@
+// regcache serve: the long-running mirror.
+
+import { pino } from 'pino'
+import { USAGE } from './usage.js'
+import { configOrExit, parse, usageFailure } from './common.js'
+import { startServer } from '../server/serve.js'
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  let values
+  try {
+    ;({ values } = parse(argv, { config: { type: 'string', short: 'c' } }))
+  } catch (err) {
+    return usageFailure(err, USAGE)
+  }
+  if (values.help) {
+    process.stdout.write(USAGE)
+    return 0
+  }
+  const config = configOrExit(values.config)
+  if (!config) return 2
+  const log = pino({
+    level: config.logLevel,
+    redact: { paths: ['req.headers.authorization', 'headers.authorization', 'password', '*.password'], censor: '[redacted]' },
+  })
+  const server = await startServer(config, log)
+  log.info(
+    { url: server.url, dataDir: config.dataDir, upstreams: Object.values(config.upstreams).map((u) => `${u.name}=${u.url}`), defaultUpstream: config.defaultUpstream },
+    'regcache listening',
+  )
+  return new Promise<number>((resolve) => {
+    let signals = 0
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++
+      if (signals > 1) {
+        log.warn({ signal }, 'second signal: exiting now')
+        process.exit(1)
+      }
+      log.info({ signal, graceSeconds: config.shutdownGraceMs / 1000 }, 'shutting down: finishing requests and downloads in flight')
+      server.close().then(
+        () => {
+          log.info('stopped')
+          resolve(0)
+        },
+        (err) => {
+          log.error({ err }, 'error while stopping')
+          resolve(1)
+        },
+      )
+    }
+    process.on('SIGTERM', onSignal)
+    process.on('SIGINT', onSignal)
+  })
+}

@@ -1,0 +1,25 @@
+// --help text. Keep in step with README.md and config.example.yaml.
+
+export const USAGE = `regcache: a pull-through caching proxy for container registries
+
+Usage:
+  regcache serve   [--config FILE]                 run the mirror
+  regcache history IMAGE [--json] [--config FILE]  show a tag's digest history
+  regcache --help | --version
+
+Commands:
+  serve     Listens on 0.0.0.0:5000, keeps data in ./data and mirrors Docker Hub unless a
+            config file says otherwise. REGCACHE_LISTEN and REGCACHE_DATA_DIR override the
+            file. SIGTERM lets requests and downloads in flight finish (shutdownGrace), a
+            second signal exits at once.
+  history   Every digest IMAGE's tag pointed at and the events recorded for it (first_seen,
+            changed, rollback, rollback_refused, stale_served, upstream_not_found). IMAGE is
+            a reference like docker.io/library/alpine:3.20 or ghcr.io/org/app:latest. Reads
+            the database directly, so it works whether or not the server runs.
+
+Options:
+  --config FILE   YAML configuration; see config.example.yaml for every key
+  --json          (history) print JSON instead of a table
+
+Exit status: 0 ok, 1 runtime error, 2 bad usage or invalid configuration.
+`

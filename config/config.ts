@@ -1,0 +1,205 @@
+// Loads, validates and freezes the configuration. Every violation is reported at once, each
+// naming the file, the key and what was expected; the CLI turns a ConfigError into exit status 2.
+
+import { readFileSync } from 'node:fs'
+import { isAbsolute, resolve, dirname } from 'node:path'
+import { Ajv, type ErrorObject } from 'ajv'
+import { parse as parseYaml } from 'yaml'
+import { configSchema } from './schema.js'
+import { parseDuration, parseSize } from './units.js'
+
+export type OnNotFound = 'passthrough' | 'serve'
+export type OnRollback = 'follow' | 'refuse'
+
+export interface UpstreamConfig {
+  /** The registry host this upstream stands for (`docker.io`, `ghcr.io`): the `ns` value and path prefix that select it. */
+  readonly name: string
+  /** Base URL without a trailing slash. */
+  readonly url: string
+  readonly username?: string
+  readonly password?: string
+  readonly caFile?: string
+  readonly insecureSkipVerify: boolean
+  readonly revalidate: { readonly timeoutMs: number; readonly minIntervalMs: number }
+  readonly stale: { readonly maxAgeMs: number; readonly onNotFound: OnNotFound }
+  readonly onRollback: OnRollback
+  readonly down: { readonly failures: number; readonly probeIntervalMs: number }
+  readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyMs: number }
+}
+
+export interface Config {
+  readonly listen: { readonly host: string; readonly port: number }
+  readonly dataDir: string
+  readonly logLevel: string
+  readonly defaultUpstream: string
+  readonly upstreams: Readonly<Record<string, UpstreamConfig>>
+  readonly cache: { readonly maxSizeBytes?: number; readonly maxAgeMs?: number }
+  readonly tls?: { readonly certFile: string; readonly keyFile: string }
+  readonly shutdownGraceMs: number
+}
+
+export class ConfigError extends Error {
+  readonly code = 'REGCACHE_CONFIG_INVALID'
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
+    super(`invalid configuration in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
+  }
+}
+
+export interface LoadOptions {
+  /** Path of the YAML file; undefined means built-in defaults only. */
+  file?: string
+  env?: NodeJS.ProcessEnv
+  /** Base for relative paths when there is no file. */
+  cwd?: string
+}
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true, verbose: true })
+const validate = ajv.compile(configSchema)
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env
+  const cwd = opts.cwd ?? process.cwd()
+  const source = opts.file ?? '(built-in defaults)'
+  let raw: unknown = {}
+  if (opts.file !== undefined) {
+    let text: string
+    try {
+      text = readFileSync(opts.file, 'utf8')
+    } catch (err) {
+      throw new ConfigError(source, [`cannot read the file: ${(err as Error).message}`])
+    }
+    try {
+      raw = parseYaml(text) ?? {}
+    } catch (err) {
+      throw new ConfigError(source, [`not valid YAML: ${(err as Error).message}`])
+    }
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(source, ['the document must be a mapping of keys (listen, dataDir, upstreams, ...)'])
+  }
+  const doc = structuredClone(raw) as Record<string, any>
+  if (env.REGCACHE_LISTEN) doc.listen = env.REGCACHE_LISTEN
+  if (env.REGCACHE_DATA_DIR) doc.dataDir = env.REGCACHE_DATA_DIR
+  if (!validate(doc)) {
+    throw new ConfigError(source, (validate.errors ?? []).map(describeError))
+  }
+  const base = opts.file !== undefined ? dirname(resolve(cwd, opts.file)) : cwd
+  return resolveConfig(doc, source, base, env)
+}
+
+function resolveConfig(doc: Record<string, any>, source: string, base: string, env: NodeJS.ProcessEnv): Config {
+  const problems: string[] = []
+  const ms = (key: string, value: string | number | undefined): number => {
+    const n = value === undefined ? undefined : parseDuration(value)
+    if (n === undefined) problems.push(`${key}: expected a duration like "2s", "5m" or "7d" (got ${JSON.stringify(value)})`)
+    return n ?? 0
+  }
+  const path = (p: string) => (isAbsolute(p) ? p : resolve(base, p))
+
+  const upstreams: Record<string, UpstreamConfig> = {}
+  for (const [name, u] of Object.entries<any>(doc.upstreams)) {
+    const key = `upstreams.${name}`
+    let password: string | undefined
+    if (u.passwordFile !== undefined) {
+      try {
+        password = readFileSync(path(u.passwordFile), 'utf8').replace(/\r?\n$/, '')
+      } catch (err) {
+        problems.push(`${key}.passwordFile: cannot read ${u.passwordFile}: ${(err as Error).message}`)
+      }
+    } else if (u.passwordEnv !== undefined) {
+      password = env[u.passwordEnv]
+      if (password === undefined) problems.push(`${key}.passwordEnv: environment variable ${u.passwordEnv} is not set`)
+    }
+    if (u.username !== undefined && u.passwordFile === undefined && u.passwordEnv === undefined) {
+      problems.push(`${key}: username is set, so passwordFile or passwordEnv is expected too`)
+    }
+    if (u.username === undefined && (u.passwordFile !== undefined || u.passwordEnv !== undefined)) {
+      problems.push(`${key}: a password is configured, so username is expected too`)
+    }
+    upstreams[name] = Object.freeze({
+      name,
+      url: String(u.url).replace(/\/+$/, ''),
+      username: u.username,
+      password,
+      caFile: u.caFile !== undefined ? path(u.caFile) : undefined,
+      insecureSkipVerify: u.insecureSkipVerify,
+      revalidate: Object.freeze({
+        timeoutMs: ms(`${key}.revalidate.timeout`, u.revalidate.timeout),
+        minIntervalMs: ms(`${key}.revalidate.minInterval`, u.revalidate.minInterval),
+      }),
+      stale: Object.freeze({ maxAgeMs: ms(`${key}.stale.maxAge`, u.stale.maxAge), onNotFound: u.stale.onNotFound }),
+      onRollback: u.onRollback,
+      down: Object.freeze({ failures: u.down.failures, probeIntervalMs: ms(`${key}.down.probeInterval`, u.down.probeInterval) }),
+      timeouts: Object.freeze({
+        connectMs: ms(`${key}.timeouts.connect`, u.timeouts.connect),
+        headersMs: ms(`${key}.timeouts.headers`, u.timeouts.headers),
+        bodyMs: ms(`${key}.timeouts.body`, u.timeouts.body),
+      }),
+    })
+    if (upstreams[name].revalidate.timeoutMs === 0) problems.push(`${key}.revalidate.timeout: expected a duration above 0`)
+  }
+  if (!(doc.defaultUpstream in upstreams)) {
+    problems.push(
+      `defaultUpstream: expected one of the configured upstreams (${Object.keys(upstreams).join(', ')}), got ${JSON.stringify(doc.defaultUpstream)}`,
+    )
+  }
+
+  const listen = parseListen(doc.listen)
+  if (listen.port > 65535) problems.push(`listen: expected a port from 0 to 65535 (got ${listen.port})`)
+
+  let maxSizeBytes: number | undefined
+  if (doc.cache.maxSize !== undefined) {
+    maxSizeBytes = parseSize(doc.cache.maxSize)
+    if (maxSizeBytes === undefined) problems.push(`cache.maxSize: expected a size like "50GiB" (got ${JSON.stringify(doc.cache.maxSize)})`)
+  }
+  const maxAgeMs = doc.cache.maxAge !== undefined ? ms('cache.maxAge', doc.cache.maxAge) : undefined
+
+  const config: Config = {
+    listen,
+    dataDir: path(doc.dataDir),
+    logLevel: doc.logLevel,
+    defaultUpstream: doc.defaultUpstream,
+    upstreams: Object.freeze(upstreams),
+    cache: Object.freeze({ maxSizeBytes, maxAgeMs }),
+    tls: doc.tls ? Object.freeze({ certFile: path(doc.tls.certFile), keyFile: path(doc.tls.keyFile) }) : undefined,
+    shutdownGraceMs: ms('shutdownGrace', doc.shutdownGrace),
+  }
+  if (problems.length > 0) throw new ConfigError(source, problems)
+  return Object.freeze(config)
+}
+
+export function parseListen(value: string): { host: string; port: number } {
+  const i = value.lastIndexOf(':')
+  let host = value.slice(0, i)
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
+  return { host: host === '' ? '0.0.0.0' : host, port: Number(value.slice(i + 1)) }
+}
+
+function describeError(e: ErrorObject): string {
+  const key = e.instancePath.split('/').slice(1).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~')).join('.')
+  const where = key === '' ? '(top level)' : key
+  if (e.keyword === 'additionalProperties') {
+    const prop = (e.params as any).additionalProperty
+    return `${where === '(top level)' ? prop : `${where}.${prop}`}: unknown key (allowed: ${allowedKeys(e)})`
+  }
+  if (e.keyword === 'pattern') {
+    if (key.endsWith('url')) return `${where}: expected an http:// or https:// URL (got ${JSON.stringify(e.data)})`
+    if (key === 'listen') return `${where}: expected "host:port", e.g. "0.0.0.0:5000" (got ${JSON.stringify(e.data)})`
+    if (key.endsWith('maxSize')) return `${where}: expected a size like "50GiB" or "500MB" (got ${JSON.stringify(e.data)})`
+    if (key.endsWith('passwordEnv')) return `${where}: expected an environment variable name (got ${JSON.stringify(e.data)})`
+    return `${where}: expected a duration like "2s", "5m" or "7d" (got ${JSON.stringify(e.data)})`
+  }
+  if (e.keyword === 'propertyNames') return `${where}: upstream names must be registry hosts like "ghcr.io" (got ${JSON.stringify((e.params as any).propertyName)})`
+  if (e.keyword === 'enum') return `${where}: expected one of ${(e.params as any).allowedValues.map((v: string) => JSON.stringify(v)).join(', ')} (got ${JSON.stringify(e.data)})`
+  if (e.keyword === 'type') return `${where}: expected ${(e.params as any).type} (got ${JSON.stringify(e.data)})`
+  return `${where}: ${e.message ?? 'invalid'}`
+}
+
+function allowedKeys(e: ErrorObject): string {
+  const props = (e.parentSchema as any)?.properties
+  return props ? Object.keys(props).join(', ') : '?'
+}
+

@@ -1,0 +1,174 @@
+// Blobs by digest: immutable, so a cached blob is served without asking upstream (once it is
+// known to belong to the repository); a miss starts one Fill that every client shares.
+
+import type { Readable } from 'node:stream'
+import type { Logger } from 'pino'
+import { RegistryError, errorForUpstreamStatus } from './errors.js'
+import { Fill } from './fill.js'
+import { SingleFlight } from './single-flight.js'
+import { headerValue, type CacheOutcome, type Target } from './manifests.js'
+import type { Metrics } from './metrics.js'
+import type { Upstreams } from './upstreams.js'
+import type { BlobStore } from '../storage/blob-store.js'
+import { DigestMismatchError } from '../storage/blob-store.js'
+import type { Metadata } from '../storage/metadata.js'
+
+export interface BlobResult {
+  digest: string
+  size: number
+  outcome: CacheOutcome
+  source: 'cache' | 'upstream'
+  /** Bytes [start, end] inclusive. */
+  open(start: number, end: number): Readable
+}
+
+export class Blobs {
+  private readonly fills = new Map<string, Fill>()
+  private readonly starting = new SingleFlight<Fill>()
+
+  constructor(
+    private readonly upstreams: Upstreams,
+    private readonly meta: Metadata,
+    private readonly store: BlobStore,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  /** Digests being filled now: eviction must leave them alone. */
+  inFlight(): ReadonlySet<string> {
+    return new Set(this.fills.keys())
+  }
+
+  get fillCount(): number {
+    return this.fills.size
+  }
+
+  /** Waits for every fill in progress (graceful shutdown). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.fills.values()].map((f) => f.done))
+  }
+
+  async get(t: Target, digest: string, method: 'GET' | 'HEAD'): Promise<BlobResult> {
+    const linked = this.meta.isLinked(t.upstream.name, t.repository, digest)
+    const fill = this.fills.get(digest)
+    if (fill && (linked || (await this.confirmUpstream(t, digest)))) {
+      this.metrics.coalesced.inc({ kind: 'blob' })
+      return this.fromFill(fill, 'coalesced')
+    }
+    const row = this.meta.getContent(digest)
+    if (row) {
+      const size = await this.store.size(digest)
+      if (size === undefined) {
+        // Recorded but gone (evicted, or lost in a crash): a miss, fetched again.
+        this.meta.deleteContent(digest)
+      } else if (linked || (await this.confirmUpstream(t, digest))) {
+        this.meta.touch(digest)
+        return { digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.store.createReadStream(digest, s, e) }
+      }
+    }
+    if (method === 'HEAD') return this.headUpstream(t, digest)
+    const flight = this.starting.run(`${t.upstream.name}\n${t.repository}\n${digest}`, () => this.startFill(t, digest))
+    const started = await flight.promise
+    return this.fromFill(started, flight.joined ? 'coalesced' : 'miss')
+  }
+
+  private fromFill(fill: Fill, outcome: CacheOutcome): BlobResult {
+    return { digest: fill.digest, size: fill.size, outcome, source: 'upstream', open: (s, e) => fill.createReadStream(s, e) }
+  }
+
+  /** Upstream says this repository has the blob: link it, so the cached copy may be served for it. */
+  private async confirmUpstream(t: Target, digest: string): Promise<boolean> {
+    const res = await this.upstreams.call(t.upstream, {
+      method: 'HEAD',
+      repository: t.repository,
+      path: `blobs/${digest}`,
+      signal: AbortSignal.timeout(t.upstream.config.revalidate.timeoutMs),
+    })
+    await res.body.dump().catch(() => {})
+    if (res.status === 200) {
+      this.meta.linkWithChildren(t.upstream.name, t.repository, digest)
+      return true
+    }
+    throw errorForUpstreamStatus(res.status, 'BLOB_UNKNOWN', headerValue(res.headers['retry-after']))
+  }
+
+  private async headUpstream(t: Target, digest: string): Promise<BlobResult> {
+    const res = await this.upstreams.call(t.upstream, {
+      method: 'HEAD',
+      repository: t.repository,
+      path: `blobs/${digest}`,
+      signal: AbortSignal.timeout(t.upstream.config.timeouts.headersMs),
+    })
+    await res.body.dump().catch(() => {})
+    if (res.status !== 200) throw errorForUpstreamStatus(res.status, 'BLOB_UNKNOWN', headerValue(res.headers['retry-after']))
+    const size = Number(headerValue(res.headers['content-length']))
+    if (!Number.isSafeInteger(size) || size < 0) throw new RegistryError('UPSTREAM_ERROR', 'upstream answered a blob HEAD without a Content-Length')
+    return {
+      digest,
+      size,
+      outcome: 'miss',
+      source: 'upstream',
+      open: () => {
+        throw new Error('HEAD results have no body')
+      },
+    }
+  }
+
+  private async startFill(t: Target, digest: string): Promise<Fill> {
+    const existing = this.fills.get(digest)
+    if (existing) return existing
+    const path = `blobs/${digest}`
+    const first = await this.upstreams.call(t.upstream, { method: 'GET', repository: t.repository, path })
+    if (first.status !== 200) {
+      await first.body.dump().catch(() => {})
+      throw errorForUpstreamStatus(first.status, 'BLOB_UNKNOWN', headerValue(first.headers['retry-after']))
+    }
+    const size = Number(headerValue(first.headers['content-length']))
+    if (!Number.isSafeInteger(size) || size < 0) {
+      first.body.destroy()
+      throw new RegistryError('UPSTREAM_ERROR', 'upstream sent a blob without a Content-Length')
+    }
+    let writer
+    try {
+      writer = await this.store.createWriter(digest)
+    } catch (err) {
+      first.body.destroy()
+      throw err
+    }
+    const log = this.log.child({ upstream: t.upstream.name, repository: t.repository, digest })
+    const fill = new Fill({
+      digest,
+      size,
+      writer,
+      first,
+      resume: (offset) => {
+        log.warn({ offset }, 'upstream connection cut; resuming blob download')
+        return this.upstreams.call(t.upstream, { method: 'GET', repository: t.repository, path, headers: { range: `bytes=${offset}-` } })
+      },
+      onCommitted: () => this.meta.putContent({ digest, size }, { upstream: t.upstream.name, repository: t.repository }),
+    })
+    this.fills.set(digest, fill)
+    this.metrics.fillsInFlight.inc()
+    const started = Date.now()
+    fill.done.then(
+      () => {
+        this.metrics.fillResults.inc({ result: 'ok' })
+        log.info({ size, ms: Date.now() - started, resumes: fill.resumes }, 'blob cached')
+      },
+      (err) => {
+        const result = err instanceof DigestMismatchError ? 'digest_mismatch' : isDiskError(err) ? 'disk_error' : 'error'
+        this.metrics.fillResults.inc({ result })
+        log.error({ err, result }, 'blob download failed; nothing cached')
+      },
+    ).finally(() => {
+      this.fills.delete(digest)
+      this.metrics.fillsInFlight.dec()
+    })
+    return fill
+  }
+}
+
+function isDiskError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException)?.code
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO' || code === 'EROFS'
+}

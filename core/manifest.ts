@@ -1,0 +1,54 @@
+// What regcache needs to know about a manifest's bytes: its media type and the digests it
+// references. The bytes themselves are never re-serialised (PROTOCOL.md §2, rule 1).
+
+import { MANIFEST_MEDIA_TYPES, isSchema1 } from './accept.js'
+import { isValidDigest } from './reference.js'
+
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+export interface ManifestInfo {
+  mediaType: string
+  /** Config, layers, child manifests and subject: everything a client may fetch next by digest. */
+  references: string[]
+}
+
+export class ManifestError extends Error {
+  readonly code = 'MANIFEST_INVALID'
+}
+
+/**
+ * Parses manifest bytes. `contentType` is upstream's header; when it is generic (some registries
+ * send text/plain or application/json) the body's `mediaType` decides (PROTOCOL.md §2, rule 8).
+ */
+export function inspectManifest(bytes: Buffer, contentType: string | undefined): ManifestInfo {
+  let doc: any
+  try {
+    doc = JSON.parse(bytes.toString('utf8'))
+  } catch {
+    throw new ManifestError('manifest is not valid JSON')
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new ManifestError('manifest is not a JSON object')
+  const headerType = (contentType ?? '').split(';')[0].trim()
+  let mediaType = MANIFEST_MEDIA_TYPES.has(headerType.toLowerCase()) ? headerType : ''
+  if (mediaType === '') {
+    if (typeof doc.mediaType === 'string' && doc.mediaType !== '') mediaType = doc.mediaType
+    else if (Array.isArray(doc.manifests)) mediaType = 'application/vnd.oci.image.index.v1+json'
+    else if (doc.config !== undefined) mediaType = 'application/vnd.oci.image.manifest.v1+json'
+    else if (doc.schemaVersion === 1) mediaType = 'application/vnd.docker.distribution.manifest.v1+prettyjws'
+    else throw new ManifestError('cannot tell the manifest media type')
+  }
+  const references: string[] = []
+  const add = (d: unknown) => {
+    if (typeof d === 'string' && isValidDigest(d) && !references.includes(d)) references.push(d)
+  }
+  if (isSchema1(mediaType)) {
+    for (const l of Array.isArray(doc.fsLayers) ? doc.fsLayers : []) add(l?.blobSum)
+  } else {
+    add(doc.config?.digest)
+    for (const l of Array.isArray(doc.layers) ? doc.layers : []) add(l?.digest)
+    for (const m of Array.isArray(doc.manifests) ? doc.manifests : []) add(m?.digest)
+    for (const b of Array.isArray(doc.blobs) ? doc.blobs : []) add(b?.digest)
+    add(doc.subject?.digest)
+  }
+  return { mediaType, references }
+}

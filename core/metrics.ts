@@ -1,0 +1,102 @@
+// Prometheus metrics, one Registry per app instance (no prom-client globals, so several apps
+// can live in one process, as the tests do). Labels stay bounded: no repository or digest.
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export type RequestKind = 'manifest' | 'blob' | 'other'
+
+export class Metrics {
+  readonly registry = new Registry()
+  readonly requests = new Counter({
+    name: 'regcache_requests_total',
+    help: 'Registry API requests answered, by kind, method, status and cache outcome.',
+    labelNames: ['kind', 'method', 'status', 'outcome'] as const,
+    registers: [this.registry],
+  })
+  readonly requestDuration = new Histogram({
+    name: 'regcache_request_duration_seconds',
+    help: 'Time to answer a registry API request (until the response headers and, for manifests, the body).',
+    labelNames: ['kind'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  })
+  readonly bytesServed = new Counter({
+    name: 'regcache_served_bytes_total',
+    help: 'Bytes of manifests and blobs sent to clients, by where they came from.',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  })
+  readonly upstreamRequests = new Counter({
+    name: 'regcache_upstream_requests_total',
+    help: 'Requests sent to upstream registries, by upstream, method and status class (or error).',
+    labelNames: ['upstream', 'method', 'status'] as const,
+    registers: [this.registry],
+  })
+  readonly upstreamDuration = new Histogram({
+    name: 'regcache_upstream_request_duration_seconds',
+    help: 'Time until upstream answered with headers.',
+    labelNames: ['upstream', 'method'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
+    registers: [this.registry],
+  })
+  readonly upstreamUp = new Gauge({
+    name: 'regcache_upstream_up',
+    help: '1 when the upstream is reachable, 0 while it is marked down.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly revalidations = new Counter({
+    name: 'regcache_revalidations_total',
+    help: 'Tag revalidations by upstream and result.',
+    labelNames: ['upstream', 'result'] as const,
+    registers: [this.registry],
+  })
+  readonly staleServes = new Counter({
+    name: 'regcache_stale_served_total',
+    help: 'Tag requests answered from cache because upstream could not answer, by upstream and reason.',
+    labelNames: ['upstream', 'reason'] as const,
+    registers: [this.registry],
+  })
+  readonly rateLimitRemaining = new Gauge({
+    name: 'regcache_upstream_ratelimit_remaining',
+    help: 'The last ratelimit-remaining value an upstream sent.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly rateLimitLimit = new Gauge({
+    name: 'regcache_upstream_ratelimit_limit',
+    help: 'The last ratelimit-limit value an upstream sent.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly fillsInFlight = new Gauge({
+    name: 'regcache_fills_in_flight',
+    help: 'Blob downloads from upstream in progress.',
+    registers: [this.registry],
+  })
+  readonly fillResults = new Counter({
+    name: 'regcache_fills_total',
+    help: 'Blob downloads from upstream by result (ok, digest_mismatch, error, disk_error).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+  readonly coalesced = new Counter({
+    name: 'regcache_coalesced_total',
+    help: 'Requests that shared another request\'s upstream call instead of making their own, by kind.',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  })
+  readonly cacheBytes = new Gauge({ name: 'regcache_cache_bytes', help: 'Bytes of content stored.', registers: [this.registry] })
+  readonly cacheLimit = new Gauge({ name: 'regcache_cache_limit_bytes', help: 'cache.maxSize, 0 when unbounded.', registers: [this.registry] })
+  readonly cacheBlobs = new Gauge({ name: 'regcache_cache_blobs', help: 'Blobs and manifests stored.', registers: [this.registry] })
+  readonly evictions = new Counter({ name: 'regcache_evictions_total', help: 'Blobs evicted to stay under cache.maxSize or cache.maxAge.', registers: [this.registry] })
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'regcache_' })
+  }
+}
+
+/** "2xx", "4xx", or the named transport failure. */
+export function statusClass(status: number): string {
+  return `${Math.floor(status / 100)}xx`
+}

@@ -1,0 +1,27 @@
+// Single byte ranges (RFC 9110 §14.1.2), with the answers the OCI conformance suite checks
+// (PROTOCOL.md §1). Multi-range requests are answered with the whole body: podman falls back,
+// and a single-part 206 to a multi-range request would be wrong.
+
+export type RangeResult =
+  | { kind: 'full' }
+  | { kind: 'partial'; start: number; end: number }
+  | { kind: 'unsatisfiable' }
+
+export function parseRange(header: string | undefined, size: number): RangeResult {
+  if (header === undefined) return { kind: 'full' }
+  const m = /^\s*bytes\s*=\s*(.*)$/i.exec(header)
+  if (!m) return { kind: 'full' }
+  const spec = m[1].trim()
+  if (spec.includes(',')) return { kind: 'full' }
+  const r = /^(\d*)\s*-\s*(\d*)$/.exec(spec)
+  if (!r || (r[1] === '' && r[2] === '')) return { kind: 'full' }
+  if (r[1] === '') {
+    const suffix = Number(r[2])
+    if (suffix === 0 || size === 0) return { kind: 'unsatisfiable' }
+    return { kind: 'partial', start: Math.max(0, size - suffix), end: size - 1 }
+  }
+  const start = Number(r[1])
+  const end = r[2] === '' ? size - 1 : Math.min(Number(r[2]), size - 1)
+  if (start >= size || (r[2] !== '' && Number(r[2]) < start)) return { kind: 'unsatisfiable' }
+  return { kind: 'partial', start, end }
+}

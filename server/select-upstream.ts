@@ -1,0 +1,57 @@
+// Which upstream a request is for (PROTOCOL.md §4): `?ns=<host>` (containerd), else a leading
+// path component naming a configured upstream (podman, skopeo: /v2/ghcr.io/org/app/...), else
+// the default. Only configured upstreams: an open `ns` would let anyone make the mirror fetch
+// arbitrary hosts.
+
+import { RegistryError } from '../core/errors.js'
+import { DOCKER_HUB_ALIASES, repositoryFor } from '../core/reference.js'
+
+export interface Selection {
+  upstream: string
+  /** The repository as upstream knows it. */
+  repository: string
+  /** The name as the client wrote it, for rewriting Link headers. */
+  clientName: string
+  /** Set when `ns` chose the upstream; echoed as OCI-Namespace. */
+  namespace?: string
+  /** The path prefix that chose the upstream, if any. */
+  prefix?: string
+}
+
+
+export function selectUpstream(name: string, ns: string | undefined, upstreams: ReadonlySet<string>, defaultUpstream: string): Selection {
+  if (ns !== undefined) {
+    const host = canonicalHost(ns, upstreams)
+    if (!upstreams.has(host)) {
+      throw new RegistryError('DENIED', `registry ${JSON.stringify(ns)} is not configured as an upstream of this mirror`, { ns })
+    }
+    return { upstream: host, repository: repositoryFor(host, name), clientName: name, namespace: ns }
+  }
+  const slash = name.indexOf('/')
+  if (slash > 0) {
+    const first = name.slice(0, slash)
+    const host = canonicalHost(first, upstreams)
+    if (upstreams.has(host)) {
+      return { upstream: host, repository: repositoryFor(host, name.slice(slash + 1)), clientName: name, prefix: first }
+    }
+    if (looksLikeHost(first)) {
+      throw new RegistryError('DENIED', `registry ${JSON.stringify(first)} is not configured as an upstream of this mirror`, { prefix: first })
+    }
+  }
+  return { upstream: defaultUpstream, repository: repositoryFor(defaultUpstream, name), clientName: name }
+}
+
+function canonicalHost(host: string, upstreams: ReadonlySet<string>): string {
+  const h = host.toLowerCase()
+  if (upstreams.has(h)) return h
+  if (DOCKER_HUB_ALIASES.has(h)) {
+    for (const alias of DOCKER_HUB_ALIASES) if (upstreams.has(alias)) return alias
+  }
+  return h
+}
+
+
+/** A first path component with a dot or a port is a registry host, never a Docker Hub namespace. */
+function looksLikeHost(component: string): boolean {
+  return component.includes('.') || component.includes(':') || component === 'localhost'
+}

@@ -1,0 +1,169 @@
+// Content-addressed files. Knows files and digests, nothing of HTTP or upstreams.
+// A blob is written to tmp/, hashed as it is written, and renamed into blobs/ only when its
+// digest verifies, so every file under blobs/ hashes to its name.
+
+import { createHash, randomBytes, type Hash } from 'node:crypto'
+import { createReadStream, type ReadStream } from 'node:fs'
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle, readFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { blobPath, blobsDir, tmpDir } from './layout.js'
+import { digestAlgorithm } from '../core/reference.js'
+
+export class DigestMismatchError extends Error {
+  readonly code = 'DIGEST_MISMATCH'
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(`content hashes to ${actual}, expected ${expected}`)
+  }
+}
+
+export class BlobStore {
+  constructor(readonly dataDir: string) {}
+
+  /** Creates the directories and removes fills that a previous process left unfinished. */
+  async init(): Promise<{ removedTemporary: number }> {
+    await mkdir(blobsDir(this.dataDir), { recursive: true })
+    const tmp = tmpDir(this.dataDir)
+    let removed = 0
+    try {
+      for (const name of await readdir(tmp)) {
+        await rm(join(tmp, name), { force: true, recursive: true })
+        removed++
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+    await mkdir(tmp, { recursive: true })
+    return { removedTemporary: removed }
+  }
+
+  pathOf(digest: string): string {
+    return blobPath(this.dataDir, digest)
+  }
+
+  /** Size of the stored blob, or undefined when it is not on disk. */
+  async size(digest: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.pathOf(digest))).size
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw err
+    }
+  }
+
+  async read(digest: string): Promise<Buffer | undefined> {
+    try {
+      return await readFile(this.pathOf(digest))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw err
+    }
+  }
+
+  /** Streams bytes [start, end] (inclusive) of a stored blob. */
+  createReadStream(digest: string, start?: number, end?: number): ReadStream {
+    return createReadStream(this.pathOf(digest), { start, end, highWaterMark: 256 * 1024 })
+  }
+
+  async remove(digest: string): Promise<void> {
+    await rm(this.pathOf(digest), { force: true })
+  }
+
+  /** Stores a small complete buffer (a manifest), verifying it first. */
+  async put(digest: string, bytes: Buffer): Promise<void> {
+    const writer = await this.createWriter(digest)
+    try {
+      await writer.write(bytes)
+      await writer.commit()
+    } catch (err) {
+      await writer.abort()
+      throw err
+    }
+  }
+
+  async createWriter(digest: string): Promise<BlobWriter> {
+    const path = join(tmpDir(this.dataDir), `${randomBytes(8).toString('hex')}.partial`)
+    const fh = await open(path, 'wx+')
+    return new BlobWriter(digest, path, this.pathOf(digest), fh)
+  }
+
+  /** Every digest stored, for fsck. */
+  async *list(): AsyncGenerator<string> {
+    for (const algorithm of await readdirOrEmpty(blobsDir(this.dataDir))) {
+      for (const prefix of await readdirOrEmpty(join(blobsDir(this.dataDir), algorithm))) {
+        for (const encoded of await readdirOrEmpty(join(blobsDir(this.dataDir), algorithm, prefix))) {
+          yield `${algorithm}:${encoded}`
+        }
+      }
+    }
+  }
+
+  /** Re-hashes a stored blob. */
+  async verify(digest: string): Promise<boolean> {
+    const hash = createHash(digestAlgorithm(digest))
+    for await (const chunk of this.createReadStream(digest)) hash.update(chunk as Buffer)
+    return `${digestAlgorithm(digest)}:${hash.digest('hex')}` === digest
+  }
+}
+
+/**
+ * A blob being written. Readers may read the temporary file up to `written` bytes while the
+ * write goes on (see core/fill.ts); only commit() makes it visible under its digest.
+ */
+export class BlobWriter {
+  written = 0
+  private readonly hash: Hash
+  private closed = false
+
+  constructor(
+    readonly digest: string,
+    readonly tempPath: string,
+    readonly finalPath: string,
+    private readonly fh: FileHandle,
+  ) {
+    this.hash = createHash(digestAlgorithm(digest))
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    let offset = 0
+    while (offset < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, offset, chunk.length - offset, this.written)
+      offset += bytesWritten
+      this.written += bytesWritten
+    }
+    this.hash.update(chunk)
+  }
+
+  /** Verifies the digest, flushes and renames into place. Throws DigestMismatchError (and removes the file) on mismatch. */
+  async commit(): Promise<void> {
+    const actual = `${digestAlgorithm(this.digest)}:${this.hash.digest('hex')}`
+    if (actual !== this.digest) {
+      await this.abort()
+      throw new DigestMismatchError(this.digest, actual)
+    }
+    await this.fh.sync()
+    await this.fh.close()
+    this.closed = true
+    await mkdir(dirname(this.finalPath), { recursive: true })
+    await rename(this.tempPath, this.finalPath)
+  }
+
+  async abort(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true
+      await this.fh.close().catch(() => {})
+    }
+    await rm(this.tempPath, { force: true })
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw err
+  }
+}

@@ -1,0 +1,340 @@
+// Real, small OCI images built from scratch (no network, no base images) and
+// pushed with skopeo, so tests exercise genuine manifests/blobs in both OCI
+// and Docker schema2 form.
+import { createHash, randomBytes } from 'node:crypto'
+import { cp, mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
+import { makeTempDir, removeTempDir, run } from './proc.js'
+import { HELPER_USER_AGENT, type BasicAuth } from './registry.js'
+
+export const MT = {
+  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
+  ociIndex: 'application/vnd.oci.image.index.v1+json',
+  ociConfig: 'application/vnd.oci.image.config.v1+json',
+  ociLayerGzip: 'application/vnd.oci.image.layer.v1.tar+gzip',
+  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+  dockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+} as const
+
+/** Accept header that makes a registry return whatever it stores, unconverted. */
+export const ALL_MANIFEST_TYPES = [MT.ociManifest, MT.ociIndex, MT.dockerManifest, MT.dockerManifestList].join(', ')
+
+export interface Platform {
+  os: string
+  architecture: string
+  variant?: string
+}
+
+export interface OciLayout {
+  dir: string
+  /** skopeo source reference, `oci:DIR:latest`. */
+  ref: string
+  manifestDigest: string
+  manifestSize: number
+  manifestBytes: Buffer
+  configDigest: string
+  layerDigests: string[]
+  layerSizes: number[]
+  /** sha256 of each uncompressed layer tar (rootfs.diff_ids). */
+  diffIds: string[]
+  platform: Platform
+  label: string
+  remove(): Promise<void>
+}
+
+export interface IndexChild {
+  digest: string
+  size: number
+  platform: Platform
+  image: OciLayout
+}
+
+export interface OciIndexLayout {
+  dir: string
+  ref: string
+  indexDigest: string
+  indexSize: number
+  indexBytes: Buffer
+  children: IndexChild[]
+  remove(): Promise<void>
+}
+
+export interface BuildImageOptions {
+  layers: number
+  /** Random bytes per layer; random data so gzip cannot shrink it. Default 64 KiB. */
+  layerSize?: number
+  arch?: string
+  os?: string
+  variant?: string
+  /** Same seed + options => byte-identical image (same digests). */
+  seed?: string
+  /** Stored in config Labels; defaults to the seed or a random value so builds differ. */
+  label?: string
+}
+
+const sha256 = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex')
+
+/** Deterministic byte stream (sha256 in counter mode) so seeded builds are reproducible. */
+function seededBytes(seed: string, n: number): Buffer {
+  const out = Buffer.alloc(n)
+  let off = 0
+  for (let i = 0; off < n; i++) {
+    const block = createHash('sha256').update(`${seed}\0${i}`).digest()
+    off += block.copy(out, off)
+  }
+  return out
+}
+
+/**
+ * Single-file ustar archive. Hand-rolled rather than shelling out to tar so
+ * output is byte-stable (fixed mtime/owner) and needs no temp files.
+ */
+export function tarOneFile(name: string, content: Buffer): Buffer {
+  const header = Buffer.alloc(512)
+  const put = (s: string, off: number, len: number) => header.write(s, off, len, 'ascii')
+  const octal = (n: number, len: number) => n.toString(8).padStart(len - 1, '0') + '\0'
+  put(name, 0, 100)
+  put(octal(0o644, 8), 100, 8)
+  put(octal(0, 8), 108, 8) // uid
+  put(octal(0, 8), 116, 8) // gid
+  put(octal(content.length, 12), 124, 12)
+  put(octal(0, 12), 136, 12) // mtime: fixed for reproducibility
+  put('        ', 148, 8) // checksum placeholder (spaces) while summing
+  put('0', 156, 1) // regular file
+  put('ustar\0', 257, 6)
+  put('00', 263, 2)
+  put('root', 265, 32)
+  put('root', 297, 32)
+  let sum = 0
+  for (const b of header) sum += b
+  put(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8)
+  const pad = Buffer.alloc((512 - (content.length % 512)) % 512)
+  // Two zero blocks mark end of archive.
+  return Buffer.concat([header, content, pad, Buffer.alloc(1024)])
+}
+
+async function writeBlob(dir: string, data: Buffer): Promise<string> {
+  const digest = sha256(data)
+  await writeFile(join(dir, 'blobs', 'sha256', digest.slice('sha256:'.length)), data)
+  return digest
+}
+
+async function initLayout(): Promise<string> {
+  const dir = await makeTempDir()
+  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true })
+  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
+  return dir
+}
+
+async function writeIndexJson(dir: string, top: { mediaType: string; digest: string; size: number }) {
+  // skopeo's `oci:DIR:latest` selects the descriptor by this annotation.
+  const index = {
+    schemaVersion: 2,
+    mediaType: MT.ociIndex,
+    manifests: [{ ...top, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }],
+  }
+  await writeFile(join(dir, 'index.json'), JSON.stringify(index))
+}
+
+export async function buildImage(opts: BuildImageOptions): Promise<OciLayout> {
+  const seed = opts.seed ?? randomBytes(16).toString('hex')
+  const label = opts.label ?? seed
+  const layerSize = opts.layerSize ?? 64 * 1024
+  const platform: Platform = { os: opts.os ?? 'linux', architecture: opts.arch ?? 'amd64' }
+  if (opts.variant) platform.variant = opts.variant
+  const dir = await initLayout()
+  try {
+    const layerDigests: string[] = []
+    const layerSizes: number[] = []
+    const diffIds: string[] = []
+    for (let i = 0; i < opts.layers; i++) {
+      const tar = tarOneFile(`layer-${i}.bin`, seededBytes(`${seed}/layer/${i}`, layerSize))
+      // level 1: content is random anyway; fixed header (mtime 0) keeps it deterministic.
+      const gz = gzipSync(tar, { level: 1 })
+      diffIds.push(sha256(tar))
+      layerDigests.push(await writeBlob(dir, gz))
+      layerSizes.push(gz.length)
+    }
+    const config = Buffer.from(
+      JSON.stringify({
+        created: '2000-01-01T00:00:00Z',
+        ...platform,
+        config: { Labels: { 'regcache.test.label': label }, Cmd: ['/bin/true'] },
+        rootfs: { type: 'layers', diff_ids: diffIds },
+        history: diffIds.map((_, i) => ({ created: '2000-01-01T00:00:00Z', created_by: `regcache-test layer ${i}` })),
+      }),
+    )
+    const configDigest = await writeBlob(dir, config)
+    const manifestBytes = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MT.ociManifest,
+        config: { mediaType: MT.ociConfig, digest: configDigest, size: config.length },
+        layers: layerDigests.map((digest, i) => ({ mediaType: MT.ociLayerGzip, digest, size: layerSizes[i] })),
+      }),
+    )
+    const manifestDigest = await writeBlob(dir, manifestBytes)
+    await writeIndexJson(dir, { mediaType: MT.ociManifest, digest: manifestDigest, size: manifestBytes.length })
+    return {
+      dir,
+      ref: `oci:${dir}:latest`,
+      manifestDigest,
+      manifestSize: manifestBytes.length,
+      manifestBytes,
+      configDigest,
+      layerDigests,
+      layerSizes,
+      diffIds,
+      platform,
+      label,
+      remove: () => removeTempDir(dir),
+    }
+  } catch (e) {
+    await removeTempDir(dir)
+    throw e
+  }
+}
+
+/** Multi-platform image: an OCI index over the given images (give them distinct platforms). */
+export async function buildIndex(images: OciLayout[]): Promise<OciIndexLayout> {
+  const dir = await initLayout()
+  try {
+    for (const img of images) {
+      await cp(join(img.dir, 'blobs'), join(dir, 'blobs'), { recursive: true, force: true })
+    }
+    const children: IndexChild[] = images.map((image) => ({
+      digest: image.manifestDigest,
+      size: image.manifestSize,
+      platform: image.platform,
+      image,
+    }))
+    const indexBytes = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MT.ociIndex,
+        manifests: children.map((c) => ({ mediaType: MT.ociManifest, digest: c.digest, size: c.size, platform: c.platform })),
+      }),
+    )
+    const indexDigest = await writeBlob(dir, indexBytes)
+    await writeIndexJson(dir, { mediaType: MT.ociIndex, digest: indexDigest, size: indexBytes.length })
+    return {
+      dir,
+      ref: `oci:${dir}:latest`,
+      indexDigest,
+      indexSize: indexBytes.length,
+      indexBytes,
+      children,
+      remove: () => removeTempDir(dir),
+    }
+  } catch (e) {
+    await removeTempDir(dir)
+    throw e
+  }
+}
+
+export interface RegistryClientOptions {
+  auth?: BasicAuth
+}
+
+function helperHeaders(o: RegistryClientOptions, extra: Record<string, string> = {}): Record<string, string> {
+  const h: Record<string, string> = { 'user-agent': `${HELPER_USER_AGENT}/images`, ...extra }
+  if (o.auth) h.authorization = 'Basic ' + Buffer.from(`${o.auth.username}:${o.auth.password}`).toString('base64')
+  return h
+}
+
+function baseUrl(registry: string): string {
+  return /^https?:\/\//.test(registry) ? registry.replace(/\/+$/, '') : `http://${registry}`
+}
+
+/**
+ * The digest the registry serves for a tag or digest, as stored (Accept of
+ * all manifest types prevents any conversion). Undefined when it answers 404.
+ */
+export async function resolveDigest(
+  registry: string,
+  repo: string,
+  reference: string,
+  opts: RegistryClientOptions = {},
+): Promise<string | undefined> {
+  const res = await fetch(`${baseUrl(registry)}/v2/${repo}/manifests/${reference}`, {
+    method: 'HEAD',
+    headers: helperHeaders(opts, { accept: ALL_MANIFEST_TYPES }),
+    signal: AbortSignal.timeout(10_000),
+  })
+  if (res.status === 404) return undefined
+  const digest = res.headers.get('docker-content-digest')
+  if (res.status !== 200 || !digest) throw new Error(`HEAD ${repo}:${reference} -> ${res.status}`)
+  return digest
+}
+
+export interface PushOptions {
+  /** 'v2s2' makes skopeo convert to Docker schema2 (the digest changes). Default: keep OCI. */
+  format?: 'oci' | 'v2s2'
+  /** Copy every platform of an index. Defaults to true for an index, false for a single image. */
+  all?: boolean
+  auth?: BasicAuth
+  timeoutMs?: number
+}
+
+function splitRepoTag(repoAndTag: string): [string, string] {
+  const colon = repoAndTag.lastIndexOf(':')
+  if (colon > repoAndTag.lastIndexOf('/')) return [repoAndTag.slice(0, colon), repoAndTag.slice(colon + 1)]
+  return [repoAndTag, 'latest']
+}
+
+/** Push with skopeo; returns the digest the registry now serves for the tag. */
+export async function pushImage(
+  layout: OciLayout | OciIndexLayout,
+  registryHost: string,
+  repoAndTag: string,
+  opts: PushOptions = {},
+): Promise<{ digest: string }> {
+  const [repo, tag] = splitRepoTag(repoAndTag)
+  const host = registryHost.replace(/^https?:\/\//, '')
+  const all = opts.all ?? 'indexDigest' in layout
+  // --insecure-policy: independent of /etc/containers/policy.json contents.
+  const args = ['--insecure-policy', 'copy', '--dest-tls-verify=false', '--retry-times', '2']
+  if (all) args.push('--all')
+  if (opts.format === 'v2s2') args.push('--format', 'v2s2')
+  if (opts.format === 'oci') args.push('--format', 'oci')
+  if (opts.auth) args.push('--dest-creds', `${opts.auth.username}:${opts.auth.password}`)
+  args.push(layout.ref, `docker://${host}/${repo}:${tag}`)
+  const r = await run('skopeo', args, { timeoutMs: opts.timeoutMs ?? 60_000 })
+  if (r.code !== 0) throw new Error(`skopeo ${args.join(' ')} failed (${r.code}):\n${r.stderr}${r.stdout}`)
+  const digest = await resolveDigest(host, repo, tag, { auth: opts.auth })
+  if (!digest) throw new Error(`pushed ${repo}:${tag} but registry answers 404`)
+  return { digest }
+}
+
+/** DELETE /v2/REPO/manifests/DIGEST (removes every tag pointing at it). Returns the HTTP status. */
+export async function deleteManifest(
+  registry: string,
+  repo: string,
+  digest: string,
+  opts: RegistryClientOptions = {},
+): Promise<number> {
+  const res = await fetch(`${baseUrl(registry)}/v2/${repo}/manifests/${digest}`, {
+    method: 'DELETE',
+    headers: helperHeaders(opts),
+    signal: AbortSignal.timeout(10_000),
+  })
+  await res.arrayBuffer()
+  return res.status
+}
+
+/**
+ * "Tag deleted upstream" through the API: distribution cannot untag, so this
+ * resolves the tag and deletes its manifest. For an untag that leaves the
+ * manifest reachable by digest use Registry.removeTag().
+ */
+export async function deleteTag(
+  registry: string,
+  repo: string,
+  tag: string,
+  opts: RegistryClientOptions = {},
+): Promise<{ digest: string; status: number }> {
+  const digest = await resolveDigest(registry, repo, tag, opts)
+  if (!digest) throw new Error(`deleteTag: ${repo}:${tag} not found`)
+  return { digest, status: await deleteManifest(registry, repo, digest, opts) }
+}

@@ -1,0 +1,147 @@
+// HTTP to one upstream registry: token auth, redirects, timeouts. Knows nothing of storage.
+// Uses undici.request (not fetch, which decompresses) with Accept-Encoding: identity so the
+// bytes hashed are the bytes upstream stored (PROTOCOL.md §2, rule 9).
+
+import { readFileSync } from 'node:fs'
+import { Agent, interceptors, request, type Dispatcher } from 'undici'
+import type { Readable } from 'node:stream'
+import type { UpstreamConfig } from '../config/config.js'
+import { parseChallenges } from './challenge.js'
+import { TokenCache, tokenKey, type TokenRequest } from './token-cache.js'
+import { UpstreamUnreachableError, classifyTransportError } from './errors.js'
+
+export interface UpstreamRequest {
+  method: 'GET' | 'HEAD'
+  /** Repository name as upstream knows it (after `library/` defaulting), or undefined for /v2/. */
+  repository?: string
+  /** Path after `/v2/<repository>/`, e.g. `manifests/latest`, with any query string. */
+  path: string
+  headers?: Record<string, string | undefined>
+  signal?: AbortSignal
+}
+
+export interface UpstreamResponse {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: Readable & { dump(): Promise<void> }
+}
+
+export interface RateLimit {
+  limit?: string
+  remaining?: string
+  at: number
+}
+
+export class UpstreamClient {
+  readonly name: string
+  private readonly base: URL
+  private readonly prefix: string
+  private readonly dispatcher: Dispatcher
+  private readonly tokens: TokenCache
+  private readonly basic?: string
+  /** Learnt from the first challenge, so later scopes can fetch a token before their first request. */
+  private bearer?: { realm: string; service?: string }
+  rateLimit?: RateLimit
+
+  constructor(readonly config: UpstreamConfig, dispatcher?: Dispatcher) {
+    this.name = config.name
+    this.base = new URL(config.url)
+    // A path in the upstream URL is a name prefix: http://mirror:5000/ghcr.io serves ghcr.io's
+    // content at /v2/ghcr.io/<name>/, which is how one regcache chains to another.
+    this.prefix = this.base.pathname.replace(/^\/+|\/+$/g, '')
+    this.dispatcher =
+      dispatcher ??
+      new Agent({
+        connect: {
+          timeout: config.timeouts.connectMs,
+          ca: config.caFile ? readFileSync(config.caFile) : undefined,
+          rejectUnauthorized: !config.insecureSkipVerify,
+        },
+        headersTimeout: config.timeouts.headersMs,
+        bodyTimeout: config.timeouts.bodyMs,
+        keepAliveTimeout: 30_000,
+        connections: 64,
+      }).compose(interceptors.redirect({ maxRedirections: 5 }))
+    this.basic =
+      config.username !== undefined ? Buffer.from(`${config.username}:${config.password ?? ''}`).toString('base64') : undefined
+    this.tokens = new TokenCache(this.dispatcher, this.basic, config.timeouts.headersMs)
+  }
+
+  /** Upstream URL of a request; tags/list and referrers need it to rewrite Link headers. */
+  url(repository: string | undefined, path: string): URL {
+    const name = repository === undefined ? '' : [this.prefix, repository].filter((s) => s !== '').join('/') + '/'
+    return new URL(`/v2/${name}${path}`, this.base)
+  }
+
+  /**
+   * Sends a request, answering a 401 challenge once (Bearer token or Basic). The caller must
+   * consume or dump the returned body. Throws UpstreamUnreachableError when no response came.
+   */
+  async request(req: UpstreamRequest): Promise<UpstreamResponse> {
+    const scope = req.repository !== undefined ? `repository:${[this.prefix, req.repository].filter((s) => s).join('/')}:pull` : undefined
+    let auth = this.cachedAuthorization(scope)
+    let res = await this.send(req, auth)
+    if (res.status !== 401) return res
+    const challenges = parseChallenges(res.headers['www-authenticate'])
+    const bearer = challenges.find((c) => c.scheme === 'bearer')
+    const basicChallenge = challenges.find((c) => c.scheme === 'basic')
+    let retry: string | undefined
+    try {
+      if (bearer?.params.realm) {
+        this.bearer = { realm: bearer.params.realm, service: bearer.params.service }
+        const tr: TokenRequest = { realm: bearer.params.realm, service: bearer.params.service, scope: bearer.params.scope ?? scope }
+        if (auth !== undefined) this.tokens.drop(tokenKey(tr))
+        retry = `Bearer ${await this.tokens.get(tr, req.signal)}`
+      } else if (basicChallenge && this.basic && auth === undefined) {
+        retry = `Basic ${this.basic}`
+      }
+    } catch (err) {
+      if ((err as { code?: string }).code === 'UPSTREAM_TOKEN_FAILED') return res
+      await res.body.dump().catch(() => {})
+      throw new UpstreamUnreachableError(this.name, classifyTransportError(err), err)
+    }
+    if (retry === undefined) return res
+    await res.body.dump().catch(() => {})
+    auth = retry
+    res = await this.send(req, auth)
+    return res
+  }
+
+  private cachedAuthorization(scope: string | undefined): string | undefined {
+    if (this.bearer) {
+      const t = this.tokens.cached(tokenKey({ ...this.bearer, scope }))
+      if (t !== undefined) return `Bearer ${t}`
+    }
+    return undefined
+  }
+
+  private async send(req: UpstreamRequest, authorization: string | undefined): Promise<UpstreamResponse> {
+    const headers: Record<string, string> = { 'accept-encoding': 'identity', 'user-agent': 'regcache' }
+    for (const [k, v] of Object.entries(req.headers ?? {})) if (v !== undefined) headers[k.toLowerCase()] = v
+    if (authorization) headers.authorization = authorization
+    try {
+      const res = await request(this.url(req.repository, req.path), {
+        method: req.method,
+        headers,
+        dispatcher: this.dispatcher,
+        signal: req.signal,
+      })
+      this.noteRateLimit(res.headers)
+      return { status: res.statusCode, headers: res.headers, body: res.body as UpstreamResponse['body'] }
+    } catch (err) {
+      throw new UpstreamUnreachableError(this.name, classifyTransportError(err), err)
+    }
+  }
+
+  private noteRateLimit(headers: Record<string, string | string[] | undefined>): void {
+    const limit = headers['ratelimit-limit']
+    const remaining = headers['ratelimit-remaining']
+    if (limit !== undefined || remaining !== undefined) {
+      this.rateLimit = { limit: String(limit ?? ''), remaining: String(remaining ?? ''), at: Date.now() }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close()
+  }
+}
