@@ -80,7 +80,8 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(source, ['the document must be a mapping of keys (listen, dataDir, upstreams, ...)'])
   }
-  const doc = structuredClone(raw) as Record<string, any>
+  // `key:` with nothing after it (or only commented-out children) means "unset".
+  const doc = dropNulls(structuredClone(raw)) as Record<string, any>
   if (env.REGCACHE_LISTEN) doc.listen = env.REGCACHE_LISTEN
   if (env.REGCACHE_DATA_DIR) doc.dataDir = env.REGCACHE_DATA_DIR
   if (!validate(doc)) {
@@ -169,6 +170,14 @@ function resolveConfig(doc: Record<string, any>, source: string, base: string, e
   }
   if (problems.length > 0) throw new ConfigError(source, problems)
   return Object.freeze(config)
+}
+
+function dropNulls(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(dropNulls)
+  if (typeof value === 'object' && value !== null) {
+    return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== null).map(([k, v]) => [k, dropNulls(v)]))
+  }
+  return value
 }
 
 export function parseListen(value: string): { host: string; port: number } {

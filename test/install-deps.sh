@@ -1,0 +1,27 @@
+#!/bin/sh
+# Installs the real programs the integration tests drive, from Debian's packages, when they are
+# missing: an upstream registry (distribution), containerd's ctr, skopeo. Runs before `npm test`.
+# As root it uses apt-get; otherwise it only says what is missing.
+set -eu
+
+need=""
+have() { command -v "$1" >/dev/null 2>&1; }
+have docker-registry || need="$need docker-registry"
+have containerd || need="$need containerd"
+have ctr || need="$need containerd"
+have skopeo || need="$need skopeo"
+have openssl || need="$need openssl"
+
+[ -z "$need" ] && exit 0
+
+if [ "$(id -u)" != "0" ]; then
+  echo "test/install-deps.sh: missing$need; run as root (or: sudo apt-get install -y$need)" >&2
+  exit 1
+fi
+echo "test/install-deps.sh: installing$need" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $need >/dev/null
+# Debian starts the packaged registry as a service on :5000; the tests start their own.
+if have systemctl; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
