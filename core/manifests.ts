@@ -102,6 +102,12 @@ export class Manifests {
     else ({ outcome, prefetched } = await this.headTag(t, key.tag, accept))
     let action = this.decide(key, cached, outcome)
     this.metrics.revalidations.inc({ upstream: up.name, result: revalidationResult(outcome, action) })
+    if (action.action === 'unavailable' && !cached) {
+      // Nothing cached for this client's Accept set: during an outage, another client's entry
+      // for the same tag will do if this client accepts its media type.
+      const other = this.compatibleEntry(key)
+      if (other) action = this.decide(key, other, outcome)
+    }
     if (action.action === 'fetch') {
       try {
         await this.fetchByDigest(t, action.digest, accept, prefetched)
@@ -113,6 +119,14 @@ export class Manifests {
       }
     }
     return this.apply(t, key, cached, action)
+  }
+
+  private compatibleEntry(key: TagKey): { digest: string; checkedAt: number } | undefined {
+    const accepted = new Set(key.acceptKey.split(','))
+    const any = key.acceptKey === 'none' || accepted.has('*/*')
+    return this.meta
+      .tagEntries(key.upstream, key.repository, key.tag)
+      .find((e) => e.mediaType !== null && (any || accepted.has(e.mediaType.toLowerCase())))
   }
 
   private decide(key: TagKey, cached: { digest: string; checkedAt: number } | undefined, outcome: UpstreamOutcome): TagAction {

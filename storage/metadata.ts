@@ -157,6 +157,11 @@ export class Metadata {
       getTag: db.prepare<[string, string, string, string], TagRow>(
         'SELECT digest, checked_at AS checkedAt FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept_key = ?',
       ),
+      tagEntries: db.prepare<[string, string, string], TagRow & { acceptKey: string; mediaType: string | null }>(
+        `SELECT t.accept_key AS acceptKey, t.digest, t.checked_at AS checkedAt, c.media_type AS mediaType
+         FROM tags t LEFT JOIN content c ON c.digest = t.digest
+         WHERE t.upstream = ? AND t.repository = ? AND t.tag = ? ORDER BY t.checked_at DESC`,
+      ),
       putTag: db.prepare(
         `INSERT INTO tags (upstream, repository, tag, accept_key, digest, checked_at) VALUES (@upstream, @repository, @tag, @acceptKey, @digest, @now)
          ON CONFLICT(upstream, repository, tag, accept_key) DO UPDATE SET digest = excluded.digest, checked_at = excluded.checked_at`,
@@ -244,6 +249,11 @@ export class Metadata {
 
   getTag(k: TagKey): TagRow | undefined {
     return this.s.getTag.get(k.upstream, k.repository, k.tag, k.acceptKey)
+  }
+
+  /** The tag's entries for every Accept set, most recently confirmed first. */
+  tagEntries(upstream: string, repository: string, tag: string): (TagRow & { acceptKey: string; mediaType: string | null })[] {
+    return this.s.tagEntries.all(upstream, repository, tag)
   }
 
   /** Upstream confirmed the cached digest: refresh checked_at and the digest's last-seen time. */
