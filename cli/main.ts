@@ -3,11 +3,13 @@
 
 import { serveCommand } from './serve-command.js'
 import { historyCommand } from './history-command.js'
+import { fsckCommand } from './fsck-command.js'
 import { USAGE } from './usage.js'
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: serveCommand,
   history: historyCommand,
+  fsck: fsckCommand,
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -5,6 +5,7 @@ export const USAGE = `regcache: a pull-through caching proxy for container regis
 Usage:
   regcache serve   [--config FILE]                 run the mirror
   regcache history IMAGE [--json] [--config FILE]  show a tag's digest history
+  regcache fsck    [--repair] [--config FILE]      verify every stored blob
   regcache --help | --version
 
 Commands:
@@ -17,9 +18,15 @@ Commands:
             a reference like docker.io/library/alpine:3.20 or ghcr.io/org/app:latest. Reads
             the database directly, so it works whether or not the server runs.
 
+  fsck      Re-hashes every stored blob and compares the database with the files. Reports
+            corrupt blobs (bytes do not match the name), orphaned files (no record) and
+            missing files (a record, no file); --repair removes them, so the next request
+            fetches them again. Exit status 1 when problems were found and not repaired.
+
 Options:
   --config FILE   YAML configuration; see config.example.yaml for every key
   --json          (history) print JSON instead of a table
+  --repair        (fsck) remove what is corrupt, orphaned or missing
 
 Exit status: 0 ok, 1 runtime error, 2 bad usage or invalid configuration.
 `

@@ -25,6 +25,10 @@ export interface BlobResult {
 export class Blobs {
   private readonly fills = new Map<string, Fill>()
   private readonly starting = new SingleFlight<Fill>()
+  /** Open reads of cached blobs, by digest: eviction leaves these alone. */
+  private readonly serving = new Map<string, number>()
+  /** Called after each fill ends (eviction may be due). */
+  onFillEnded?: () => void
 
   constructor(
     private readonly upstreams: Upstreams,
@@ -34,9 +38,9 @@ export class Blobs {
     private readonly log: Logger,
   ) {}
 
-  /** Digests being filled now: eviction must leave them alone. */
-  inFlight(): ReadonlySet<string> {
-    return new Set(this.fills.keys())
+  /** Digests being filled or served now: eviction must leave them alone. */
+  busy(): ReadonlySet<string> {
+    return new Set([...this.fills.keys(), ...this.serving.keys()])
   }
 
   get fillCount(): number {
@@ -63,7 +67,7 @@ export class Blobs {
         this.meta.deleteContent(digest)
       } else if (linked || (await this.confirmUpstream(t, digest))) {
         this.meta.touch(digest)
-        return { digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.store.createReadStream(digest, s, e) }
+        return { digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.openCached(digest, s, e) }
       }
     }
     if (method === 'HEAD') return this.headUpstream(t, digest)
@@ -72,8 +76,23 @@ export class Blobs {
     return this.fromFill(started, flight.joined ? 'coalesced' : 'miss')
   }
 
+  private openCached(digest: string, start: number, end: number): Readable {
+    return this.track(digest, this.store.createReadStream(digest, start, end))
+  }
+
+  /** Counts a client stream as serving `digest` until it closes. */
+  private track(digest: string, stream: Readable): Readable {
+    this.serving.set(digest, (this.serving.get(digest) ?? 0) + 1)
+    stream.once('close', () => {
+      const n = (this.serving.get(digest) ?? 1) - 1
+      if (n <= 0) this.serving.delete(digest)
+      else this.serving.set(digest, n)
+    })
+    return stream
+  }
+
   private fromFill(fill: Fill, outcome: CacheOutcome): BlobResult {
-    return { digest: fill.digest, size: fill.size, outcome, source: 'upstream', open: (s, e) => fill.createReadStream(s, e) }
+    return { digest: fill.digest, size: fill.size, outcome, source: 'upstream', open: (s, e) => this.track(fill.digest, fill.createReadStream(s, e)) }
   }
 
   /** Upstream says this repository has the blob: link it, so the cached copy may be served for it. */
@@ -163,6 +182,7 @@ export class Blobs {
     ).finally(() => {
       this.fills.delete(digest)
       this.metrics.fillsInFlight.dec()
+      this.onFillEnded?.()
     })
     return fill
   }

@@ -9,6 +9,7 @@ import { dbPath } from '../storage/layout.js'
 import type { UpstreamClient } from '../upstream/client.js'
 import type { UpstreamConfig } from '../config/config.js'
 import { Blobs } from './blobs.js'
+import { Evictor } from './evictor.js'
 import { RegistryError, errorForUpstreamStatus } from './errors.js'
 import { Manifests, type Target } from './manifests.js'
 import { Metrics } from './metrics.js'
@@ -31,6 +32,7 @@ export class Proxy {
   readonly upstreams: Upstreams
   readonly manifests: Manifests
   readonly blobs: Blobs
+  readonly evictor: Evictor
   readonly defaultUpstream: string
   private flushTimer?: NodeJS.Timeout
 
@@ -41,6 +43,13 @@ export class Proxy {
     this.upstreams = new Upstreams(config, this.metrics, log, clientFactory)
     this.manifests = new Manifests(this.upstreams, this.meta, this.store, this.metrics, log)
     this.blobs = new Blobs(this.upstreams, this.meta, this.store, this.metrics, log)
+    this.evictor = new Evictor(this.meta, this.store, this.metrics, log, {
+      maxSizeBytes: config.cache.maxSizeBytes,
+      maxAgeMs: config.cache.maxAgeMs,
+      busy: () => this.blobs.busy(),
+      onEvicted: (digest) => this.manifests.forget(digest),
+    })
+    this.blobs.onFillEnded = () => this.evictor.trigger()
     this.metrics.cacheLimit.set(config.cache.maxSizeBytes ?? 0)
   }
 
@@ -51,6 +60,7 @@ export class Proxy {
     proxy.flushTimer = setInterval(() => proxy.meta.flushAccess(), 5000)
     proxy.flushTimer.unref()
     proxy.refreshCacheGauges()
+    proxy.evictor.start()
     return proxy
   }
 
@@ -85,6 +95,7 @@ export class Proxy {
   /** Graceful stop: waits for fills in flight (bounded by the caller), then closes the database. */
   async close(): Promise<void> {
     if (this.flushTimer) clearInterval(this.flushTimer)
+    this.evictor.stop()
     await this.upstreams.close()
     this.meta.close()
   }

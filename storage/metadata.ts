@@ -193,6 +193,13 @@ export class Metadata {
          WHERE upstream = ? AND repository = ? AND (? = '' OR tag = ?) ORDER BY first_seen`,
       ),
       recentEvents: db.prepare<[number], any>('SELECT * FROM events ORDER BY id DESC LIMIT ?'),
+      lru: db.prepare<[number], { digest: string; size: number; lastAccess: number; mediaType: string | null }>(
+        'SELECT digest, size, last_access AS lastAccess, media_type AS mediaType FROM content ORDER BY last_access ASC LIMIT ?',
+      ),
+      unusedSince: db.prepare<[number], { digest: string; size: number; mediaType: string | null }>(
+        'SELECT digest, size, media_type AS mediaType FROM content WHERE last_access < ?',
+      ),
+      allDigests: db.prepare<[], { digest: string }>('SELECT digest FROM content'),
       totals: db.prepare<[], { count: number; bytes: number }>('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM content'),
     }
   }
@@ -316,6 +323,19 @@ export class Metadata {
 
   recentEvents(limit = 50): HistoryEvent[] {
     return this.s.recentEvents.all(limit).map(toEvent)
+  }
+
+  /** Least recently used content first (the index on last_access keeps this cheap). */
+  leastRecentlyUsed(limit: number): { digest: string; size: number; lastAccess: number; mediaType: string | null }[] {
+    return this.s.lru.all(limit)
+  }
+
+  unusedSince(at: number): { digest: string; size: number; mediaType: string | null }[] {
+    return this.s.unusedSince.all(at)
+  }
+
+  allContentDigests(): string[] {
+    return this.s.allDigests.all().map((r) => r.digest)
   }
 
   totals(): { count: number; bytes: number } {
