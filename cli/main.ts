@@ -4,12 +4,14 @@
 import { serveCommand } from './serve-command.js'
 import { historyCommand } from './history-command.js'
 import { fsckCommand } from './fsck-command.js'
+import { clientConfigCommand } from './client-config-command.js'
 import { USAGE } from './usage.js'
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: serveCommand,
   history: historyCommand,
   fsck: fsckCommand,
+  'client-config': clientConfigCommand,
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -6,6 +6,10 @@ Usage:
   regcache serve   [--config FILE]                 run the mirror
   regcache history IMAGE [--json] [--config FILE]  show a tag's digest history
   regcache fsck    [--repair] [--config FILE]      verify every stored blob
+  regcache client-config containerd|docker|podman --mirror URL
+                   [--upstreams a,b] [--output-dir DIR] [--no-fallback]
+                   [--ca FILE] [--skip-verify] [--config FILE]
+                                                   print client configuration
   regcache --help | --version
 
 Commands:
@@ -22,6 +26,13 @@ Commands:
             corrupt blobs (bytes do not match the name), orphaned files (no record) and
             missing files (a record, no file); --repair removes them, so the next request
             fetches them again. Exit status 1 when problems were found and not repaired.
+
+  client-config
+            containerd: certs.d/<registry>/hosts.toml for each configured upstream and
+            certs.d/_default/hosts.toml (capabilities pull and resolve; "server" is the
+            registry itself as a fallback, or the mirror with --no-fallback). docker: a
+            daemon.json with registry-mirrors (Docker Hub only). podman: registries.conf
+            with path-prefix mirrors. --output-dir writes the files instead of printing.
 
 Options:
   --config FILE   YAML configuration; see config.example.yaml for every key
