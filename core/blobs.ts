@@ -4,7 +4,7 @@
 import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import { RegistryError, errorForUpstreamStatus } from './errors.js'
-import { Fill } from './fill.js'
+import { Fill, isDiskError } from './fill.js'
 import { SingleFlight } from './single-flight.js'
 import { headerValue, type CacheOutcome, type Target } from './manifests.js'
 import type { Metrics } from './metrics.js'
@@ -167,6 +167,11 @@ export class Blobs {
       onCommitted: () => this.meta.putContent({ digest, size }, { upstream: t.upstream.name, repository: t.repository }),
     })
     this.fills.set(digest, fill)
+    // A fill that hit a full disk serves only the clients it has; later ones start their own.
+    fill.once('relaying', (err) => {
+      if (this.fills.get(digest) === fill) this.fills.delete(digest)
+      log.error({ err, offset: fill.written }, 'disk full while caching a blob; streaming it through to the clients without keeping it')
+    })
     this.metrics.fillsInFlight.inc()
     const started = Date.now()
     fill.done.then(
@@ -177,10 +182,11 @@ export class Blobs {
       (err) => {
         const result = err instanceof DigestMismatchError ? 'digest_mismatch' : isDiskError(err) ? 'disk_error' : 'error'
         this.metrics.fillResults.inc({ result })
-        log.error({ err, result }, 'blob download failed; nothing cached')
+        if (fill.state === 'relayed') log.warn({ size, clients: 'served' }, 'blob streamed through but not cached (disk full)')
+        else log.error({ err, result }, 'blob download failed; nothing cached')
       },
     ).finally(() => {
-      this.fills.delete(digest)
+      if (this.fills.get(digest) === fill) this.fills.delete(digest)
       this.metrics.fillsInFlight.dec()
       this.onFillEnded?.()
     })
@@ -188,7 +194,3 @@ export class Blobs {
   }
 }
 
-function isDiskError(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException)?.code
-  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO' || code === 'EROFS'
-}

@@ -5,14 +5,19 @@
 // client that joins late reads what is already on disk, then the rest. The last byte is held back
 // until the digest verifies: a client never receives a complete-looking wrong blob. A connection
 // cut mid-body is resumed with a Range request from the received offset.
+//
+// When the disk fills up (ENOSPC) the download becomes a relay: the clients already attached
+// read what reached the file, then receive the rest chunk by chunk, paced by the slowest of them
+// (one chunk in memory), still verified; nothing is kept, and new clients start their own fill.
 
 import { EventEmitter } from 'node:events'
 import { open, type FileHandle } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import type { BlobWriter } from '../storage/blob-store.js'
+import { DigestMismatchError } from '../storage/blob-store.js'
 import type { UpstreamResponse } from '../upstream/client.js'
 
-export type FillState = 'filling' | 'done' | 'failed'
+export type FillState = 'filling' | 'relaying' | 'done' | 'relayed' | 'failed'
 
 export interface FillOptions {
   digest: string
@@ -29,15 +34,26 @@ export interface FillOptions {
 
 const READ_CHUNK = 256 * 1024
 
+interface Reader {
+  pos: number
+  end: number
+}
+
 export class Fill extends EventEmitter {
   state: FillState = 'filling'
   error?: Error
+  /** Why the fill turned into a relay (the disk error). */
+  diskError?: Error
   resumes = 0
-  readers = 0
   readonly digest: string
   readonly size: number
   readonly done: Promise<void>
   private readonly writer: BlobWriter
+  /** Bytes received from upstream and hashed (on disk, or relayed once the disk failed). */
+  private received = 0
+  /** While relaying: the chunk being handed to readers. */
+  private relay?: { offset: number; buf: Buffer }
+  private readonly readerSet = new Set<Reader>()
 
   constructor(private readonly opts: FillOptions) {
     super()
@@ -54,33 +70,39 @@ export class Fill extends EventEmitter {
     return this.writer.written
   }
 
+  get readers(): number {
+    return this.readerSet.size
+  }
+
   private async run(): Promise<void> {
     let res: UpstreamResponse | undefined = this.opts.first
     const maxResumes = this.opts.maxResumes ?? 3
     try {
-      while (this.writer.written < this.size) {
+      while (this.received < this.size) {
         if (!res) {
           this.resumes++
-          res = await this.opts.resume(this.writer.written)
-          if (res.status !== 206 || !contentRangeStartsAt(res.headers['content-range'], this.writer.written)) {
+          res = await this.opts.resume(this.received)
+          if (res.status !== 206 || !contentRangeStartsAt(res.headers['content-range'], this.received)) {
             await res.body.dump().catch(() => {})
-            throw new Error(`upstream did not resume at byte ${this.writer.written} (status ${res.status})`)
+            throw new Error(`upstream did not resume at byte ${this.received} (status ${res.status})`)
           }
         }
         try {
-          for await (const chunk of res.body) {
-            const buf = chunk as Buffer
-            if (this.writer.written + buf.length > this.size) throw new Error(`upstream sent more than the ${this.size} bytes it announced`)
-            await this.writer.write(buf)
-            this.emit('progress')
-          }
+          for await (const chunk of res.body) await this.accept(chunk as Buffer)
         } catch (err) {
-          if (isWriteError(err) || this.resumes >= maxResumes || (err as Error).message.startsWith('upstream sent more')) throw err
+          if ((err as { fatal?: boolean }).fatal || this.resumes >= maxResumes) throw err
         }
         res = undefined
-        if (this.writer.written < this.size && this.resumes >= maxResumes) {
-          throw new Error(`upstream connection cut at byte ${this.writer.written} of ${this.size} (after ${this.resumes} resumes)`)
+        if (this.received < this.size && this.resumes >= maxResumes) {
+          throw new Error(`upstream connection cut at byte ${this.received} of ${this.size} (after ${this.resumes} resumes)`)
         }
+      }
+      if (this.state === 'relaying') {
+        await this.drainRelay()
+        this.state = 'relayed'
+        this.emit('progress')
+        await this.writer.abort()
+        throw this.diskError
       }
       await this.writer.commit()
       this.opts.onCommitted()
@@ -89,10 +111,53 @@ export class Fill extends EventEmitter {
     } catch (err) {
       if (res) res.body.destroy()
       await this.writer.abort()
-      this.state = 'failed'
-      this.error = err as Error
+      if (this.state !== 'relayed') {
+        this.state = 'failed'
+        this.error = err as Error
+      }
       this.emit('progress')
       throw err
+    }
+  }
+
+  /** Takes one chunk from upstream: onto disk, or, once the disk failed, to the readers. */
+  private async accept(buf: Buffer): Promise<void> {
+    if (this.received + buf.length > this.size) throw fatal(new Error(`upstream sent more than the ${this.size} bytes it announced`))
+    if (this.state === 'filling') {
+      try {
+        await this.writer.write(buf)
+        this.received += buf.length
+        this.emit('progress')
+        return
+      } catch (err) {
+        if (!isDiskError(err)) throw fatal(err as Error)
+        this.diskError = err as Error
+        this.state = 'relaying'
+        this.emit('relaying', err)
+      }
+    }
+    this.writer.hashOnly(buf)
+    if (this.received + buf.length === this.size) {
+      // The final chunk is released only after the whole blob verified.
+      const actual = this.writer.actualDigest()
+      if (actual !== this.digest) throw fatal(new DigestMismatchError(this.digest, actual))
+    }
+    await this.drainRelay()
+    this.relay = { offset: this.received, buf }
+    this.received += buf.length
+    this.emit('progress')
+    await this.drainRelay()
+  }
+
+  /** Waits until every reader has taken the relayed chunk (or needs nothing more of it). */
+  private async drainRelay(): Promise<void> {
+    for (;;) {
+      if (this.readerSet.size === 0) throw fatal(this.diskError ?? new Error('no clients left to relay to'))
+      const limit = this.relay ? this.relay.offset + this.relay.buf.length : this.writer.written
+      let pending = false
+      for (const r of this.readerSet) if (r.pos < limit && r.pos <= r.end) pending = true
+      if (!pending) return
+      await new Promise<void>((resolve) => this.once('consumed', resolve))
     }
   }
 
@@ -101,7 +166,7 @@ export class Fill extends EventEmitter {
     try {
       return await open(this.writer.tempPath, 'r')
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && this.state !== 'failed') return open(this.writer.finalPath, 'r')
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && this.state === 'done') return open(this.writer.finalPath, 'r')
       throw err
     }
   }
@@ -111,11 +176,12 @@ export class Fill extends EventEmitter {
    * cut transfer) if the fill fails before the client's last byte was released.
    */
   createReadStream(start: number, end: number): Readable {
-    let fh: FileHandle | undefined
-    let pos = start
-    let waiting = false
     const fill = this
-    fill.readers++
+    const reader: Reader = { pos: start, end }
+    let fh: FileHandle | undefined
+    let opening: Promise<FileHandle> | undefined
+    let waiting = false
+    fill.readerSet.add(reader)
     // Node calls read() again only after a push(); while waiting for bytes the fill's progress
     // events drive pump() instead.
     const onProgress = () => {
@@ -126,20 +192,31 @@ export class Fill extends EventEmitter {
     }
     const pump = async (): Promise<void> => {
       try {
-        if (!fh) fh = await fill.openFile()
-        if (fill.state === 'failed' && pos <= end) throw fill.error ?? new Error('fill failed')
-        if (pos > end) {
+        if (!fh) fh = await (opening ??= fill.openFile())
+        if (fill.state === 'failed' && reader.pos <= end) throw fill.error ?? new Error('fill failed')
+        if (reader.pos > end) {
           stream.push(null)
           return
         }
-        // The blob's final byte waits for verification.
-        const limit = fill.state === 'done' ? end + 1 : Math.min(end + 1, fill.written, fill.size - 1)
-        if (pos < limit) {
-          const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, limit - pos))
-          const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
+        // From the file: everything once verified; while filling, all but the blob's last byte.
+        const fileLimit =
+          fill.state === 'done' ? end + 1 : fill.state === 'filling' ? Math.min(end + 1, fill.written, fill.size - 1) : Math.min(end + 1, fill.written)
+        if (reader.pos < fileLimit) {
+          const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, fileLimit - reader.pos))
+          const { bytesRead } = await fh.read(buf, 0, buf.length, reader.pos)
           if (bytesRead === 0) throw new Error('cache file shrank while being read')
-          pos += bytesRead
+          reader.pos += bytesRead
           stream.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead))
+          fill.emit('consumed')
+          return
+        }
+        const relay = fill.relay
+        if (relay && reader.pos >= relay.offset && reader.pos < relay.offset + relay.buf.length) {
+          const from = reader.pos - relay.offset
+          const to = Math.min(relay.buf.length, end + 1 - relay.offset)
+          reader.pos += to - from
+          stream.push(relay.buf.subarray(from, to))
+          fill.emit('consumed')
           return
         }
         waiting = true
@@ -155,10 +232,12 @@ export class Fill extends EventEmitter {
       },
       destroy(err, cb) {
         fill.off('progress', onProgress)
-        fill.readers--
+        fill.readerSet.delete(reader)
+        fill.emit('consumed')
         const f = fh
         fh = undefined
         if (f) f.close().then(() => cb(err), () => cb(err))
+        else if (opening) opening.then((h) => h.close()).then(() => cb(err), () => cb(err))
         else cb(err)
       },
     })
@@ -166,12 +245,16 @@ export class Fill extends EventEmitter {
   }
 }
 
+function fatal(err: Error): Error {
+  return Object.assign(err, { fatal: true })
+}
+
 function contentRangeStartsAt(header: string | string[] | undefined, offset: number): boolean {
   const m = /^bytes (\d+)-/.exec(String(header ?? ''))
   return m !== null && Number(m[1]) === offset
 }
 
-function isWriteError(err: unknown): boolean {
+export function isDiskError(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException)?.code
   return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO' || code === 'EROFS'
 }

@@ -5,8 +5,17 @@ import type { FastifyInstance } from 'fastify'
 import type { Proxy } from '../core/proxy.js'
 import { RegistryError } from '../core/errors.js'
 import { readHistory } from '../core/history.js'
+import { statusOf } from '../core/status.js'
+import { STATUS_PAGE } from './status-page.js'
 
 export function opsRoutes(app: FastifyInstance, proxy: Proxy): void {
+  const startedAt = Date.now()
+  const page = Buffer.from(STATUS_PAGE)
+  app.get('/', async (_req, reply) => reply.header('content-type', 'text/html; charset=utf-8').send(page))
+  app.get('/api/status', async (_req, reply) => {
+    const status = await statusOf(proxy, startedAt)
+    return reply.header('content-type', 'application/json').send(Buffer.from(JSON.stringify(status)))
+  })
   app.get('/healthz', async (_req, reply) => reply.header('content-type', 'text/plain').send('ok\n'))
 
   app.get('/readyz', async (_req, reply) => {

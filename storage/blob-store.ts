@@ -126,19 +126,33 @@ export class BlobWriter {
     this.hash = createHash(digestAlgorithm(digest))
   }
 
+  /** Writes and hashes a chunk. On failure (ENOSPC) nothing of the chunk counts as written. */
   async write(chunk: Buffer): Promise<void> {
     let offset = 0
     while (offset < chunk.length) {
-      const { bytesWritten } = await this.fh.write(chunk, offset, chunk.length - offset, this.written)
+      const { bytesWritten } = await this.fh.write(chunk, offset, chunk.length - offset, this.written + offset)
       offset += bytesWritten
-      this.written += bytesWritten
     }
+    this.written += chunk.length
     this.hash.update(chunk)
+  }
+
+  /**
+   * Hashes bytes that could not be written (the disk is full): the blob can still be verified
+   * for the clients it is streamed to, though it will not be kept.
+   */
+  hashOnly(chunk: Buffer): void {
+    this.hash.update(chunk)
+  }
+
+  /** The digest of everything written or hashed so far (call once, at the end). */
+  actualDigest(): string {
+    return `${digestAlgorithm(this.digest)}:${this.hash.digest('hex')}`
   }
 
   /** Verifies the digest, flushes and renames into place. Throws DigestMismatchError (and removes the file) on mismatch. */
   async commit(): Promise<void> {
-    const actual = `${digestAlgorithm(this.digest)}:${this.hash.digest('hex')}`
+    const actual = this.actualDigest()
     if (actual !== this.digest) {
       await this.abort()
       throw new DigestMismatchError(this.digest, actual)

@@ -1,0 +1,50 @@
+// A snapshot of the mirror's state for the status page (GET /api/status).
+
+import type { Proxy } from './proxy.js'
+import type { HistoryEvent } from '../storage/metadata.js'
+
+export interface Status {
+  startedAt: number
+  upstreams: {
+    name: string
+    url: string
+    state: 'up' | 'down'
+    consecutiveFailures: number
+    lastFailure?: { at: number; reason: string }
+    rateLimit?: { limit?: string; remaining?: string; at: number }
+  }[]
+  cache: { bytes: number; limitBytes: number | null; blobs: number; fillsInFlight: number }
+  requests: { total: number; fromCache: number; hitRatio: number | null; byOutcome: Record<string, number> }
+  recentChanges: HistoryEvent[]
+  recentProblems: HistoryEvent[]
+}
+
+const FROM_CACHE = new Set(['hit', 'revalidated', 'coalesced', 'stale'])
+
+export async function statusOf(proxy: Proxy, startedAt: number): Promise<Status> {
+  const totals = proxy.meta.totals()
+  const byOutcome: Record<string, number> = {}
+  for (const v of (await proxy.metrics.requests.get()).values) {
+    const outcome = String(v.labels.outcome ?? 'none')
+    if (outcome === 'none') continue
+    byOutcome[outcome] = (byOutcome[outcome] ?? 0) + v.value
+  }
+  const total = Object.values(byOutcome).reduce((a, b) => a + b, 0)
+  const fromCache = Object.entries(byOutcome).reduce((a, [k, v]) => a + (FROM_CACHE.has(k) ? v : 0), 0)
+  const recent = proxy.meta.recentEvents(200)
+  return {
+    startedAt,
+    upstreams: proxy.upstreams.all().map((u) => ({
+      name: u.name,
+      url: u.config.url,
+      state: u.health.state,
+      consecutiveFailures: u.health.consecutiveFailures,
+      lastFailure: u.health.lastFailure,
+      rateLimit: u.client.rateLimit,
+    })),
+    cache: { bytes: totals.bytes, limitBytes: proxy.config.cache.maxSizeBytes ?? null, blobs: totals.count, fillsInFlight: proxy.blobs.fillCount },
+    requests: { total, fromCache, hitRatio: total > 0 ? fromCache / total : null, byOutcome },
+    recentChanges: recent.filter((e) => e.type === 'changed' || e.type === 'first_seen').slice(0, 25),
+    recentProblems: recent.filter((e) => e.type !== 'changed' && e.type !== 'first_seen').slice(0, 25),
+  }
+}
