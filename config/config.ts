@@ -67,7 +67,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (opts.file !== undefined) {
     let text: string
     try {
-      text = readFileSync(opts.file, 'utf8')
+      text = readFileSync(resolve(cwd, opts.file), 'utf8')
     } catch (err) {
       throw new ConfigError(source, [`cannot read the file: ${(err as Error).message}`])
     }
@@ -85,7 +85,9 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (env.REGCACHE_LISTEN) doc.listen = env.REGCACHE_LISTEN
   if (env.REGCACHE_DATA_DIR) doc.dataDir = env.REGCACHE_DATA_DIR
   if (!validate(doc)) {
-    throw new ConfigError(source, (validate.errors ?? []).map(describeError))
+    // A bad upstream name is reported once, by its propertyNames error, not again by the pattern inside it.
+    const errors = (validate.errors ?? []).filter((e) => e.keyword === 'propertyNames' || (e as { propertyName?: string }).propertyName === undefined)
+    throw new ConfigError(source, errors.map(describeError))
   }
   const base = opts.file !== undefined ? dirname(resolve(cwd, opts.file)) : cwd
   return resolveConfig(doc, source, base, env)

@@ -130,13 +130,14 @@ export class Metadata {
   constructor(path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
     this.db = new Database(path)
+    const version = this.db.pragma('user_version', { simple: true }) as number
+    if (version > SCHEMA_VERSION) {
+      this.db.close()
+      throw new Error(`${path} was written by a newer regcache (schema ${version}, this one knows ${SCHEMA_VERSION})`)
+    }
     this.db.pragma('journal_mode = WAL')
     this.db.pragma('synchronous = NORMAL')
     this.db.pragma('busy_timeout = 5000')
-    const version = this.db.pragma('user_version', { simple: true }) as number
-    if (version > SCHEMA_VERSION) {
-      throw new Error(`${path} was written by a newer regcache (schema ${version}, this one knows ${SCHEMA_VERSION})`)
-    }
     this.db.exec(SCHEMA)
     this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
     const db = this.db

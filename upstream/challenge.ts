@@ -15,7 +15,10 @@ export function parseChallenges(header: string | string[] | undefined): Challeng
     const re = /\s*([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)(?:\s+(?=[A-Za-z0-9!#$%&'*+.^_`|~-]+\s*=)|\s*$|\s*,)|\s*,?\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?/gy
     let current: Challenge | undefined
     let m: RegExpExecArray | null
-    while (re.lastIndex < value.length && (m = re.exec(value)) !== null) {
+    for (;;) {
+      // RFC 9110 §5.6.1: empty list elements (", ,") are ignored.
+      while (re.lastIndex < value.length && /[\s,]/.test(value[re.lastIndex])) re.lastIndex++
+      if (re.lastIndex >= value.length || (m = re.exec(value)) === null) break
       if (m[1] !== undefined) {
         current = { scheme: m[1].toLowerCase(), params: {} }
         out.push(current)
