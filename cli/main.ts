@@ -5,6 +5,8 @@ import { serveCommand } from './serve-command.js'
 import { historyCommand } from './history-command.js'
 import { fsckCommand } from './fsck-command.js'
 import { clientConfigCommand } from './client-config-command.js'
+import { warmCommand } from './warm-command.js'
+import { invalidateCommand } from './invalidate-command.js'
 import { USAGE } from './usage.js'
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
@@ -12,6 +14,8 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   history: historyCommand,
   fsck: fsckCommand,
   'client-config': clientConfigCommand,
+  warm: warmCommand,
+  invalidate: invalidateCommand,
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -10,6 +10,9 @@ Usage:
                    [--upstreams a,b] [--output-dir DIR] [--no-fallback]
                    [--ca FILE] [--skip-verify] [--config FILE]
                                                    print client configuration
+  regcache warm    IMAGE... [--mirror URL] [--platform OS/ARCH]... [--all-platforms]
+                   [--config FILE]                 pull images through the mirror now
+  regcache invalidate IMAGE [--config FILE]        forget a cached tag
   regcache --help | --version
 
 Commands:
@@ -33,6 +36,13 @@ Commands:
             registry itself as a fallback, or the mirror with --no-fallback). docker: a
             daemon.json with registry-mirrors (Docker Hub only). podman: registries.conf
             with path-prefix mirrors. --output-dir writes the files instead of printing.
+
+  warm      Makes the requests a node's pull makes (tag, manifests, config and layers)
+            through a running mirror (--mirror, default: this config's listen address), so
+            a rollout's pulls are cache hits. Default platform linux/amd64.
+  invalidate
+            Forgets a cached tag (every Accept variant); its history is kept. The next
+            request asks upstream, and an outage will not be answered from cache for it.
 
 Options:
   --config FILE   YAML configuration; see config.example.yaml for every key
