@@ -96,7 +96,10 @@ export class UpstreamClient {
         retry = `Basic ${this.basic}`
       }
     } catch (err) {
-      if ((err as { code?: string }).code === 'UPSTREAM_TOKEN_FAILED') return res
+      // The token service refusing us is an authorization answer (passed on); the token
+      // service failing (5xx, 429) is an outage like any other.
+      const status = (err as { code?: string; status?: number }).code === 'UPSTREAM_TOKEN_FAILED' ? (err as { status: number }).status : undefined
+      if (status !== undefined && status < 500 && status !== 429) return res
       await res.body.dump().catch(() => {})
       throw new UpstreamUnreachableError(this.name, classifyTransportError(err), err)
     }
