@@ -40,10 +40,13 @@ export async function serveCommand(argv: string[]): Promise<number> {
         () => {
           log.info('stopped')
           resolve(0)
+          // Nothing of regcache's is left running; do not wait on stray handles.
+          setImmediate(() => process.exit(0))
         },
         (err) => {
           log.error({ err }, 'error while stopping')
           resolve(1)
+          setImmediate(() => process.exit(1))
         },
       )
     }

@@ -93,6 +93,11 @@ export class Upstreams {
     }
   }
 
+  /** Aborts every request in flight (end of the shutdown grace period). */
+  async destroy(): Promise<void> {
+    for (const up of this.byName.values()) await up.client.destroy().catch(() => {})
+  }
+
   async close(): Promise<void> {
     for (const up of this.byName.values()) {
       up.health.close()

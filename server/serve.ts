@@ -16,6 +16,8 @@ export interface Server {
   close(graceMs?: number): Promise<void>
 }
 
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref())
+
 export async function startServer(config: Config, log: Logger): Promise<Server> {
   const proxy = await Proxy.open({ config, log })
   const https = config.tls ? { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } : undefined
@@ -37,8 +39,17 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
     url,
     close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {
-        const deadline = new Promise<void>((r) => setTimeout(r, graceMs).unref())
-        await Promise.race([Promise.all([app.close(), proxy.blobs.drain()]), deadline])
+        // Clients keep connections open; each one is closed as soon as its response is done.
+        const idle = setInterval(() => app.server.closeIdleConnections(), 100)
+        const graceful = Promise.all([app.close(), proxy.blobs.drain()]).then(() => false)
+        const timedOut = await Promise.race([graceful, sleep(graceMs).then(() => true)])
+        clearInterval(idle)
+        if (timedOut) {
+          log.warn({ graceMs, fillsInFlight: proxy.blobs.fillCount }, 'grace period over: closing connections and aborting downloads')
+          app.server.closeAllConnections()
+          await proxy.upstreams.destroy()
+          await Promise.race([proxy.blobs.drain(), sleep(2000)])
+        }
         await proxy.close()
       })()
       return closing

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the real programs the integration tests drive, from Debian's packages, when they are
-# missing: an upstream registry (distribution), containerd's ctr, skopeo. Runs before `npm test`.
+# missing: an upstream registry (distribution), containerd's ctr, skopeo, podman, a Docker engine,
+# Prometheus (promtool) and Chromium. Runs before `npm test`.
 # As root it uses apt-get; otherwise it only says what is missing.
 set -eu
 
@@ -11,6 +12,11 @@ have containerd || need="$need containerd"
 have ctr || need="$need containerd"
 have skopeo || need="$need skopeo"
 have openssl || need="$need openssl"
+have podman || need="$need podman"
+have dockerd || need="$need docker.io"
+have prometheus || need="$need prometheus"
+have promtool || need="$need prometheus"
+have chromium || need="$need chromium"
 
 [ -z "$need" ] && exit 0
 

@@ -144,7 +144,14 @@ export class UpstreamClient {
     }
   }
 
+  private destroyed = false
+
   async close(): Promise<void> {
-    await this.dispatcher.close()
+    if (!this.destroyed) await this.dispatcher.close()
+  }
+
+  async destroy(): Promise<void> {
+    this.destroyed = true
+    await this.dispatcher.destroy()
   }
 }
