@@ -47,6 +47,8 @@ const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '
 const when = (ms) => new Date(ms).toISOString().replace('T', ' ').replace(/\\.\\d+Z$/, 'Z')
 const short = (d) => d ? '<code title="' + esc(d) + '">' + esc(d.slice(0, 19)) + '…</code>' : ''
 const bytes = (n) => { const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB']; let i = 0; while (n >= 1024 && i < u.length - 1) { n /= 1024; i++ } return n.toFixed(i ? 1 : 0) + ' ' + u[i] }
+// ratelimit headers look like "5;w=21600": the number, then the window in seconds.
+const rate = (r) => { const n = (v) => String(v ?? '').split(';')[0]; const w = /w=(\\d+)/.exec(String(r.limit ?? '')); return esc(n(r.remaining)) + ' / ' + esc(n(r.limit)) + (w ? ' per ' + Math.round(w[1] / 3600) + ' h' : '') }
 const image = (e) => esc(e.upstream + '/' + e.repository + ':' + e.tag)
 function rows(tbody, items, cells) {
   tbody.innerHTML = items.length ? items.map((x) => '<tr>' + cells(x).map((c) => '<td>' + c + '</td>').join('') + '</tr>').join('') : '<tr><td colspan="6" class="muted">none</td></tr>'
@@ -60,7 +62,7 @@ async function refresh() {
   $('blobs').textContent = s.cache.blobs
   $('fills').textContent = s.cache.fillsInFlight + ' downloads in progress'
   rows($('upstreams').tBodies[0], s.upstreams, (u) => [esc(u.name), '<code>' + esc(u.url) + '</code>', '<span class="' + u.state + '">' + u.state + '</span>',
-    u.lastFailure ? esc(u.lastFailure.reason) + ' at ' + when(u.lastFailure.at) : '', u.rateLimit ? esc(u.rateLimit.remaining) + ' / ' + esc(u.rateLimit.limit) : ''])
+    u.lastFailure ? esc(u.lastFailure.reason) + ' at ' + when(u.lastFailure.at) : '', u.rateLimit ? rate(u.rateLimit) : ''])
   rows($('changes').tBodies[0], s.recentChanges, (e) => [when(e.at), image(e), '<span class="' + e.type + '">' + e.type + '</span>', short(e.digest), short(e.previousDigest)])
   rows($('problems').tBodies[0], s.recentProblems, (e) => [when(e.lastAt), image(e), '<span class="' + e.type + '">' + e.type + (e.count > 1 ? ' ×' + e.count : '') + '</span>', short(e.digest), esc(e.detail)])
 }

@@ -29,5 +29,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $need >/dev/null
-# Debian starts the packaged registry as a service on :5000; the tests start their own.
-if have systemctl; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+# Debian may start the packaged services (registry on :5000, prometheus on :9090, docker); the
+# tests start their own on free ports.
+if have systemctl; then
+  for s in docker-registry prometheus prometheus-node-exporter docker containerd; do systemctl disable --now "$s" >/dev/null 2>&1 || true; done
+fi
