@@ -32,5 +32,5 @@ apt-get install -y -qq --no-install-recommends $need >/dev/null
 # Debian may start the packaged services (registry on :5000, prometheus on :9090, docker); the
 # tests start their own on free ports.
 if have systemctl; then
-  for s in docker-registry prometheus prometheus-node-exporter docker containerd; do systemctl disable --now "$s" >/dev/null 2>&1 || true; done
+  for s in docker-registry prometheus prometheus-node-exporter; do systemctl disable --now "$s" >/dev/null 2>&1 || true; done
 fi
