@@ -9,12 +9,14 @@ import { RegistryError, errorForUpstreamStatus } from './errors.js'
 import { MAX_MANIFEST_BYTES, inspectManifest, ManifestError } from './manifest.js'
 import { decideTag, outcomeOfStatus, shouldRevalidate, type TagAction, type UpstreamOutcome, type StaleReason } from './policy.js'
 import { SingleFlight } from './single-flight.js'
+import { ByteLru } from './byte-lru.js'
 import type { Metrics } from './metrics.js'
 import type { Upstream, Upstreams } from './upstreams.js'
 import type { BlobStore } from '../storage/blob-store.js'
 import type { Metadata, TagKey } from '../storage/metadata.js'
 import { UpstreamUnreachableError } from '../upstream/errors.js'
-import { digestAlgorithm } from './reference.js'
+import { headerValue } from '../upstream/client.js'
+import { digestAlgorithm, isValidDigest } from './reference.js'
 
 export interface Target {
   upstream: Upstream
@@ -51,9 +53,7 @@ const ALL_MANIFEST_TYPES = [...MANIFEST_MEDIA_TYPES].join(', ')
 export class Manifests {
   private readonly tagChecks = new SingleFlight<Resolution>()
   private readonly fetches = new SingleFlight<void>()
-  /** Hot manifests kept in memory: tag requests are the most frequent and each would read a file. */
-  private readonly memory = new Map<string, Buffer>()
-  private memoryBytes = 0
+  private readonly memory = new ByteLru(64 * 1024 * 1024)
 
   constructor(
     private readonly upstreams: Upstreams,
@@ -200,7 +200,7 @@ export class Manifests {
       const res = await this.upstreams.call(t.upstream, { method: 'HEAD', repository: t.repository, path: `manifests/${tag}`, headers, signal })
       await res.body.dump().catch(() => {})
       const digest = headerValue(res.headers['docker-content-digest'])
-      const outcome = outcomeOfStatus(res.status, digest && /^sha(256|512):[a-f0-9]+$/.test(digest) ? digest : undefined, headerValue(res.headers['retry-after']))
+      const outcome = outcomeOfStatus(res.status, digest && isValidDigest(digest) ? digest : undefined, headerValue(res.headers['retry-after']))
       if (outcome) return { outcome }
       // 200 without a digest: some registries omit it on HEAD. Fall back to GET and hash the bytes.
       const get = await this.upstreams.call(t.upstream, { method: 'GET', repository: t.repository, path: `manifests/${tag}`, headers, signal })
@@ -284,29 +284,12 @@ export class Manifests {
   }
 
   private remember(digest: string, bytes: Buffer): void {
-    const LIMIT = 64 * 1024 * 1024
-    if (this.memory.has(digest)) {
-      // Re-insert to mark it recently used (Map keeps insertion order).
-      this.memory.delete(digest)
-      this.memory.set(digest, bytes)
-      return
-    }
     this.memory.set(digest, bytes)
-    this.memoryBytes += bytes.length
-    for (const [d, b] of this.memory) {
-      if (this.memoryBytes <= LIMIT) break
-      this.memory.delete(d)
-      this.memoryBytes -= b.length
-    }
   }
 
   /** Drops a manifest from memory (eviction, fsck). */
   forget(digest: string): void {
-    const b = this.memory.get(digest)
-    if (b) {
-      this.memory.delete(digest)
-      this.memoryBytes -= b.length
-    }
+    this.memory.delete(digest)
   }
 }
 
@@ -324,9 +307,6 @@ function outcomeOfError(err: unknown): UpstreamOutcome | undefined {
   return undefined
 }
 
-export function headerValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v
-}
 
 async function readLimited(body: AsyncIterable<unknown> & { destroy(): void }, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = []
