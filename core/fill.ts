@@ -33,6 +33,8 @@ export interface FillOptions {
 }
 
 const READ_CHUNK = 256 * 1024
+/** Newest bytes kept in memory, so clients that keep up with the download do not read the file back. */
+const RECENT_LIMIT = 8 * 1024 * 1024
 
 interface Reader {
   pos: number
@@ -54,6 +56,8 @@ export class Fill extends EventEmitter {
   /** While relaying: the chunk being handed to readers. */
   private relay?: { offset: number; buf: Buffer }
   private readonly readerSet = new Set<Reader>()
+  private recent: { offset: number; buf: Buffer }[] = []
+  private recentBytes = 0
 
   constructor(private readonly opts: FillOptions) {
     super()
@@ -108,9 +112,11 @@ export class Fill extends EventEmitter {
       this.opts.onCommitted()
       this.state = 'done'
       this.emit('progress')
+      this.forgetRecent()
     } catch (err) {
       if (res) res.body.destroy()
       await this.writer.abort()
+      this.forgetRecent()
       if (this.state !== 'relayed') {
         this.state = 'failed'
         this.error = err as Error
@@ -126,6 +132,7 @@ export class Fill extends EventEmitter {
     if (this.state === 'filling') {
       try {
         await this.writer.write(buf)
+        this.remember(this.received, buf)
         this.received += buf.length
         this.emit('progress')
         return
@@ -147,6 +154,28 @@ export class Fill extends EventEmitter {
     this.received += buf.length
     this.emit('progress')
     await this.drainRelay()
+  }
+
+  private remember(offset: number, buf: Buffer): void {
+    this.recent.push({ offset, buf })
+    this.recentBytes += buf.length
+    while (this.recentBytes > RECENT_LIMIT && this.recent.length > 1) this.recentBytes -= (this.recent.shift() as { buf: Buffer }).buf.length
+  }
+
+  private forgetRecent(): void {
+    this.recent = []
+    this.recentBytes = 0
+  }
+
+  /** Bytes from `pos` up to `limit` (exclusive) still held in memory, without copying. */
+  recentSlice(pos: number, limit: number): Buffer | undefined {
+    for (let i = this.recent.length - 1; i >= 0; i--) {
+      const c = this.recent[i]
+      if (c.offset > pos) continue
+      if (pos >= c.offset + c.buf.length) return undefined
+      return c.buf.subarray(pos - c.offset, Math.min(c.buf.length, limit - c.offset))
+    }
+    return undefined
   }
 
   /** Waits until every reader has taken the relayed chunk (or needs nothing more of it). */
@@ -202,6 +231,13 @@ export class Fill extends EventEmitter {
         const fileLimit =
           fill.state === 'done' ? end + 1 : fill.state === 'filling' ? Math.min(end + 1, fill.written, fill.size - 1) : Math.min(end + 1, fill.written)
         if (reader.pos < fileLimit) {
+          const mem = fill.recentSlice(reader.pos, fileLimit)
+          if (mem && mem.length > 0) {
+            reader.pos += mem.length
+            stream.push(mem)
+            fill.emit('consumed')
+            return
+          }
           const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, fileLimit - reader.pos))
           const { bytesRead } = await fh.read(buf, 0, buf.length, reader.pos)
           if (bytesRead === 0) throw new Error('cache file shrank while being read')

@@ -93,7 +93,9 @@ export class Manifests {
     const up = t.upstream
     const cfg = up.config
     const cached = this.meta.getTag(key)
-    const plan = shouldRevalidate(cached, Date.now(), cfg.revalidate.minIntervalMs, up.health.isDown)
+    // While upstream is down, another client's entry for this tag may be all there is to serve.
+    const servable = cached ?? (up.health.isDown ? this.compatibleEntry(key) : undefined)
+    const plan = shouldRevalidate(servable, Date.now(), cfg.revalidate.minIntervalMs, up.health.isDown)
     if (plan === 'fresh' && cached && (await this.has(cached.digest))) return { digest: cached.digest, outcome: 'hit' }
 
     let outcome: UpstreamOutcome

@@ -99,9 +99,13 @@ function staleOr(cached: CachedTag | undefined, reason: StaleReason, now: number
   return otherwise ?? { action: 'unavailable', reason }
 }
 
-/** Whether to ask upstream at all: not when it is marked down, nor when the tag was checked within `minInterval`. */
+/**
+ * Whether to ask upstream at all: not when it is marked down and something is cached to serve
+ * (with nothing cached an attempt costs nothing that a 503 would not), nor when the tag was
+ * checked within `minInterval`.
+ */
 export function shouldRevalidate(cached: CachedTag | undefined, now: number, minIntervalMs: number, upstreamDown: boolean): 'ask' | 'fresh' | 'down' {
-  if (upstreamDown) return 'down'
+  if (upstreamDown) return cached ? 'down' : 'ask'
   if (cached && minIntervalMs > 0 && now - cached.checkedAt < minIntervalMs) return 'fresh'
   return 'ask'
 }

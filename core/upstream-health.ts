@@ -36,8 +36,12 @@ export class UpstreamHealth extends EventEmitter {
     if (this.state === 'down') this.setState('up')
   }
 
+  /**
+   * Counts a failure. A timeout marks the upstream down at once: a hanging registry would
+   * otherwise make the next `failures - 1` requests wait the whole timeout too.
+   */
   failure(reason: string): void {
-    this.consecutiveFailures++
+    this.consecutiveFailures = reason === 'timeout' ? Math.max(this.consecutiveFailures + 1, this.opts.failures) : this.consecutiveFailures + 1
     this.lastFailure = { at: Date.now(), reason }
     if (this.state === 'up' && this.consecutiveFailures >= this.opts.failures) this.setState('down')
   }

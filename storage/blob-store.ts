@@ -64,7 +64,8 @@ export class BlobStore {
 
   /** Streams bytes [start, end] (inclusive) of a stored blob. */
   createReadStream(digest: string, start?: number, end?: number): ReadStream {
-    return createReadStream(this.pathOf(digest), { start, end, highWaterMark: 256 * 1024 })
+    // Large reads: fewer system calls and buffers per gigabyte served.
+    return createReadStream(this.pathOf(digest), { start, end, highWaterMark: 1024 * 1024 })
   }
 
   async remove(digest: string): Promise<void> {

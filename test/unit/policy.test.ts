@@ -336,7 +336,7 @@ t.test('shouldRevalidate', async (t) => {
   const cases: { name: string; cached: CachedTag | undefined; minIntervalMs: number; down: boolean; expect: 'ask' | 'fresh' | 'down' }[] = [
     { name: 'upstream marked down → down (do not ask)', cached: cachedAged(60 * SEC), minIntervalMs: 0, down: true, expect: 'down' },
     { name: 'down wins over a tag checked within minInterval', cached: cachedAged(SEC), minIntervalMs: MIN, down: true, expect: 'down' },
-    { name: 'down with nothing cached → down', cached: undefined, minIntervalMs: MIN, down: true, expect: 'down' },
+    { name: 'down with nothing cached → ask anyway (nothing to serve, nothing to lose)', cached: undefined, minIntervalMs: MIN, down: true, expect: 'ask' },
     { name: 'checked within minInterval → fresh (answer from cache)', cached: cachedAged(SEC), minIntervalMs: MIN, down: false, expect: 'fresh' },
     { name: 'checked just now with minInterval → fresh', cached: cachedAged(0), minIntervalMs: MIN, down: false, expect: 'fresh' },
     { name: 'checked longer ago than minInterval → ask', cached: cachedAged(6 * SEC), minIntervalMs: MIN, down: false, expect: 'ask' },
