@@ -3,6 +3,7 @@
 // bench/RESULTS.md) or BENCH_QUICK=1 (small blob, one run of each: checks the harness).
 // See bench/README.md for what each figure means.
 
+import { CONTAINERD_ACCEPT } from '../core/accept.js'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
@@ -52,15 +53,6 @@ const REVAL_CLIENTS = 20
 const PULL_LAYERS = 5
 /** The whole run is abandoned (and everything stopped) after this long. */
 const WATCHDOG_MS = Number(process.env.BENCH_TIMEOUT_S ?? (QUICK ? 600 : 2400)) * 1000
-
-/** containerd's resolver Accept header for manifests. */
-const CONTAINERD_ACCEPT = [
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.oci.image.index.v1+json',
-  '*/*',
-].join(', ')
 
 const BIG_REPO = 'bench/big'
 const TAG_REPO = 'bench/app'

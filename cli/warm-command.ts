@@ -6,15 +6,7 @@ import { request } from 'undici'
 import { USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { parseImageRef } from '../core/reference.js'
-import { isIndexType } from '../core/accept.js'
-
-const ACCEPT = [
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.oci.image.index.v1+json',
-  '*/*',
-].join(', ')
+import { CONTAINERD_ACCEPT as ACCEPT, isIndexType } from '../core/accept.js'
 
 export async function warmCommand(argv: string[]): Promise<number> {
   let values, positionals

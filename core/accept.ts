@@ -10,6 +10,15 @@ export const MEDIA_TYPES = {
   schema1Signed: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
 } as const
 
+/** What containerd's resolver sends when it resolves a tag; `regcache warm` sends the same. */
+export const CONTAINERD_ACCEPT = [
+  MEDIA_TYPES.dockerManifest,
+  MEDIA_TYPES.dockerList,
+  MEDIA_TYPES.ociManifest,
+  MEDIA_TYPES.ociIndex,
+  '*/*',
+].join(', ')
+
 export const MANIFEST_MEDIA_TYPES: ReadonlySet<string> = new Set(Object.values(MEDIA_TYPES))
 export const INDEX_MEDIA_TYPES: ReadonlySet<string> = new Set([MEDIA_TYPES.dockerList, MEDIA_TYPES.ociIndex])
 
