@@ -81,9 +81,9 @@ RUN set -eu; \
 COPY . .
 
 # Compile, then drop the dev dependencies so the runtime stage copies production ones only,
-# and better-sqlite3's compile leftovers (SQLite sources, object files: ~25 MB); only the
-# .node binary is loaded. The npm settings (registry, CA) live in the build stage's ~/.npmrc
-# and are not copied on.
+# and better-sqlite3's compile leftovers (SQLite sources, object files, the static sqlite3.a):
+# only the .node binary is loaded. The npm settings (registry, CA) live in the build stage's
+# ~/.npmrc and are not copied on.
 RUN set -eu; \
     npm run build; \
     rm -rf dist/test dist/bench; \
@@ -91,7 +91,7 @@ RUN set -eu; \
     npm prune --omit=dev --no-audit --no-fund; \
     b=node_modules/better-sqlite3; \
     rm -rf "$b/deps" "$b/src" "$b/build/deps" "$b/build/Release/obj" "$b/build/Release/obj.target" \
-      "$b/build/Release/.deps" "$b/build/Release/test_extension.node"; \
+      "$b/build/Release/.deps" "$b/build/Release/test_extension.node" "$b/build/Release/sqlite3.a"; \
     node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the real programs the integration tests drive, from Debian's packages, when they are
 # missing: an upstream registry (distribution), containerd's ctr, skopeo, podman, a Docker engine,
-# Prometheus (promtool) and Chromium. Runs before `npm test`.
+# Prometheus (promtool), Chromium and debootstrap (the image test's base). Runs before `npm test`.
 # As root it uses apt-get; otherwise it only says what is missing.
 set -eu
 
@@ -17,6 +17,7 @@ have dockerd || need="$need docker.io"
 have prometheus || need="$need prometheus"
 have promtool || need="$need prometheus"
 have chromium || need="$need chromium"
+have debootstrap || need="$need debootstrap"
 
 [ -z "$need" ] && exit 0
 
