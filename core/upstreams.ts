@@ -21,7 +21,7 @@ export class Upstreams {
   constructor(
     config: Config,
     private readonly metrics: Metrics,
-    private readonly log: Logger,
+    log: Logger,
     clientFactory: (c: UpstreamConfig) => UpstreamClient = (c) => new UpstreamClient(c),
   ) {
     for (const uc of Object.values(config.upstreams)) {
