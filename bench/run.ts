@@ -3,7 +3,7 @@
 // bench/RESULTS.md) or BENCH_QUICK=1 (small blob, one run of each: checks the harness).
 // See bench/README.md for what each figure means.
 
-import { CONTAINERD_ACCEPT } from '../core/accept.js'
+import { CONTAINERD_ACCEPT } from '../oci/media-types.js'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'

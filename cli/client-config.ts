@@ -1,6 +1,8 @@
 // Client configuration for containerd, Docker and podman, generated from the configured
 // upstreams (PROTOCOL.md §4) so what nodes use cannot drift from what the mirror serves.
 
+import { DOCKER_HUB_ALIASES, DOCKER_HUB_API } from '../oci/reference.js'
+
 export interface ClientConfigOptions {
   /** The mirror as nodes reach it, e.g. http://regcache.internal:5000 */
   mirror: string
@@ -19,8 +21,6 @@ export interface GeneratedFile {
   content: string
 }
 
-const DOCKER_HUB = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io'])
-
 export function containerdHosts(o: ClientConfigOptions): GeneratedFile[] {
   const q = JSON.stringify
   const hostBlock = [
@@ -31,8 +31,8 @@ export function containerdHosts(o: ClientConfigOptions): GeneratedFile[] {
   ]
   const files: GeneratedFile[] = []
   for (const host of Object.keys(o.upstreams)) {
-    // containerd's own name for Docker Hub is docker.io; its API host is registry-1.docker.io.
-    const server = o.fallback ? (DOCKER_HUB.has(host) ? 'https://registry-1.docker.io' : `https://${host}`) : o.mirror
+    // containerd's own name for Docker Hub is docker.io; its API host is another.
+    const server = o.fallback ? (DOCKER_HUB_ALIASES.has(host) ? DOCKER_HUB_API : `https://${host}`) : o.mirror
     files.push({
       path: `${host}/hosts.toml`,
       content: [

@@ -5,7 +5,7 @@ import { USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
-import { parseImageRef, repositoryFor } from '../core/reference.js'
+import { parseImageRef, repositoryFor } from '../oci/reference.js'
 
 export async function invalidateCommand(argv: string[]): Promise<number> {
   let values, positionals

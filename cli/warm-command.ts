@@ -5,8 +5,8 @@
 import { request } from 'undici'
 import { USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
-import { parseImageRef } from '../core/reference.js'
-import { CONTAINERD_ACCEPT as ACCEPT, isIndexType } from '../core/accept.js'
+import { parseImageRef } from '../oci/reference.js'
+import { CONTAINERD_ACCEPT as ACCEPT, isIndexType } from '../oci/media-types.js'
 
 export async function warmCommand(argv: string[]): Promise<number> {
   let values, positionals

@@ -6,8 +6,8 @@ import type { Logger } from 'pino'
 import { RegistryError, errorForUpstreamStatus } from './errors.js'
 import { Fill, isDiskError } from './fill.js'
 import { SingleFlight } from './single-flight.js'
-import type { CacheOutcome, Target } from './manifests.js'
-import { headerValue } from '../upstream/client.js'
+import type { CacheOutcome, Target } from './target.js'
+import { headerValue } from '../upstream/headers.js'
 import type { Metrics } from './metrics.js'
 import type { Upstreams } from './upstreams.js'
 import type { BlobStore } from '../storage/blob-store.js'
@@ -28,16 +28,18 @@ export class Blobs {
   private readonly starting = new SingleFlight<Fill>()
   /** Open reads of cached blobs, by digest: eviction leaves these alone. */
   private readonly serving = new Map<string, number>()
+  private readonly upstreams: Upstreams
+  private readonly meta: Metadata
+  private readonly store: BlobStore
+  private readonly metrics: Metrics
+  private readonly log: Logger
   /** Called after each fill ends (eviction may be due). */
-  onFillEnded?: () => void
+  private readonly onFillEnded: () => void
 
-  constructor(
-    private readonly upstreams: Upstreams,
-    private readonly meta: Metadata,
-    private readonly store: BlobStore,
-    private readonly metrics: Metrics,
-    private readonly log: Logger,
-  ) {}
+  constructor(deps: { upstreams: Upstreams; meta: Metadata; store: BlobStore; metrics: Metrics; log: Logger; onFillEnded?: () => void }) {
+    ;({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log: this.log } = deps)
+    this.onFillEnded = deps.onFillEnded ?? (() => {})
+  }
 
   /** Digests being filled or served now: eviction must leave them alone. */
   busy(): ReadonlySet<string> {
@@ -189,7 +191,7 @@ export class Blobs {
     ).finally(() => {
       if (this.fills.get(digest) === fill) this.fills.delete(digest)
       this.metrics.fillsInFlight.dec()
-      this.onFillEnded?.()
+      this.onFillEnded()
     })
     return fill
   }

@@ -11,6 +11,10 @@ import type { Metrics } from './metrics.js'
 export const LOW_WATERMARK = 0.9
 
 export interface EvictorOptions {
+  meta: Metadata
+  store: BlobStore
+  metrics: Metrics
+  log: Logger
   maxSizeBytes?: number
   maxAgeMs?: number
   intervalMs?: number
@@ -25,13 +29,14 @@ export class Evictor {
   private running?: Promise<number>
   private again = false
 
-  constructor(
-    private readonly meta: Metadata,
-    private readonly store: BlobStore,
-    private readonly metrics: Metrics,
-    private readonly log: Logger,
-    private readonly opts: EvictorOptions,
-  ) {}
+  private readonly meta: Metadata
+  private readonly store: BlobStore
+  private readonly metrics: Metrics
+  private readonly log: Logger
+
+  constructor(private readonly opts: EvictorOptions) {
+    ;({ meta: this.meta, store: this.store, metrics: this.metrics, log: this.log } = opts)
+  }
 
   get enabled(): boolean {
     return this.opts.maxSizeBytes !== undefined || this.opts.maxAgeMs !== undefined

@@ -3,7 +3,7 @@
 import type { Config } from '../config/config.js'
 import type { HistoryEvent, Metadata, TagDigestRow } from '../storage/metadata.js'
 import { RegistryError } from './errors.js'
-import { parseImageRef, repositoryFor } from './reference.js'
+import { parseImageRef, repositoryFor } from '../oci/reference.js'
 
 export interface History {
   image: string

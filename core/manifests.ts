@@ -4,9 +4,9 @@
 
 import { createHash } from 'node:crypto'
 import type { Logger } from 'pino'
-import { MANIFEST_MEDIA_TYPES, acceptHeader, acceptKey, isSchema1 } from './accept.js'
+import { MANIFEST_MEDIA_TYPES, acceptHeader, acceptKey, isSchema1 } from '../oci/media-types.js'
 import { RegistryError, errorForUpstreamStatus } from './errors.js'
-import { MAX_MANIFEST_BYTES, inspectManifest, ManifestError } from './manifest.js'
+import { MAX_MANIFEST_BYTES, inspectManifest, ManifestError } from '../oci/manifest.js'
 import { decideTag, outcomeOfStatus, shouldRevalidate, type TagAction, type UpstreamOutcome, type StaleReason } from './policy.js'
 import { SingleFlight } from './single-flight.js'
 import { ByteLru } from './byte-lru.js'
@@ -15,16 +15,9 @@ import type { Upstream, Upstreams } from './upstreams.js'
 import type { BlobStore } from '../storage/blob-store.js'
 import type { Metadata, TagKey } from '../storage/metadata.js'
 import { UpstreamUnreachableError } from '../upstream/errors.js'
-import { headerValue } from '../upstream/client.js'
-import { digestAlgorithm, isValidDigest } from './reference.js'
-
-export interface Target {
-  upstream: Upstream
-  /** Repository name as upstream knows it (`library/` added for Docker Hub). */
-  repository: string
-}
-
-export type CacheOutcome = 'hit' | 'miss' | 'revalidated' | 'changed' | 'stale' | 'coalesced'
+import { headerValue } from '../upstream/headers.js'
+import type { CacheOutcome, Target } from './target.js'
+import { digestAlgorithm, isValidDigest } from '../oci/reference.js'
 
 export interface ManifestResult {
   digest: string
@@ -55,13 +48,15 @@ export class Manifests {
   private readonly fetches = new SingleFlight<void>()
   private readonly memory = new ByteLru(64 * 1024 * 1024)
 
-  constructor(
-    private readonly upstreams: Upstreams,
-    private readonly meta: Metadata,
-    private readonly store: BlobStore,
-    private readonly metrics: Metrics,
-    private readonly log: Logger,
-  ) {}
+  private readonly upstreams: Upstreams
+  private readonly meta: Metadata
+  private readonly store: BlobStore
+  private readonly metrics: Metrics
+  private readonly log: Logger
+
+  constructor(deps: { upstreams: Upstreams; meta: Metadata; store: BlobStore; metrics: Metrics; log: Logger }) {
+    ;({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log: this.log } = deps)
+  }
 
   async byTag(t: Target, tag: string, accept: string | string[] | undefined): Promise<ManifestResult> {
     const key: TagKey = { upstream: t.upstream.name, repository: t.repository, tag, acceptKey: acceptKey(accept) }
@@ -82,11 +77,6 @@ export class Manifests {
     }
     const joined = await this.fetchByDigest(t, digest, accept)
     return this.serve(digest, joined ? 'coalesced' : 'miss')
-  }
-
-  /** Forgets a tag by hand; the next request fetches it anew. */
-  invalidate(upstream: string, repository: string, tag: string): number {
-    return this.meta.deleteTag(upstream, repository, tag)
   }
 
   private async resolveTag(t: Target, key: TagKey, accept: string | string[] | undefined): Promise<Resolution> {
@@ -257,7 +247,7 @@ export class Manifests {
       throw err
     }
     if (isSchema1(info.mediaType)) {
-      throw new RegistryError('MANIFEST_INVALID', 'Docker schema1 manifests are not supported (their digest does not cover their bytes)', undefined, {}, 415)
+      throw new RegistryError('MANIFEST_INVALID', 'Docker schema1 manifests are not supported (their digest does not cover their bytes)', { status: 415 })
     }
     const actual = `${digestAlgorithm(digest)}:${createHash(digestAlgorithm(digest)).update(bytes).digest('hex')}`
     if (actual !== digest) {

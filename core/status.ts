@@ -1,7 +1,8 @@
 // A snapshot of the mirror's state for the status page (GET /api/status).
 
-import type { Proxy } from './proxy.js'
-import type { HistoryEvent } from '../storage/metadata.js'
+import type { HistoryEvent, Metadata } from '../storage/metadata.js'
+import type { Metrics } from './metrics.js'
+import type { Upstream } from './upstreams.js'
 
 export interface Status {
   startedAt: number
@@ -21,20 +22,29 @@ export interface Status {
 
 const FROM_CACHE = new Set(['hit', 'revalidated', 'coalesced', 'stale'])
 
-export async function statusOf(proxy: Proxy, startedAt: number): Promise<Status> {
-  const totals = proxy.meta.totals()
+export interface StatusSources {
+  startedAt: number
+  meta: Metadata
+  upstreams: Upstream[]
+  metrics: Metrics
+  fillsInFlight: number
+  limitBytes: number | undefined
+}
+
+export async function statusOf(s: StatusSources): Promise<Status> {
+  const totals = s.meta.totals()
   const byOutcome: Record<string, number> = {}
-  for (const v of (await proxy.metrics.requests.get()).values) {
+  for (const v of (await s.metrics.requests.get()).values) {
     const outcome = String(v.labels.outcome ?? 'none')
     if (outcome === 'none') continue
     byOutcome[outcome] = (byOutcome[outcome] ?? 0) + v.value
   }
   const total = Object.values(byOutcome).reduce((a, b) => a + b, 0)
   const fromCache = Object.entries(byOutcome).reduce((a, [k, v]) => a + (FROM_CACHE.has(k) ? v : 0), 0)
-  const recent = proxy.meta.recentEvents(200)
+  const recent = s.meta.recentEvents(200)
   return {
-    startedAt,
-    upstreams: proxy.upstreams.all().map((u) => ({
+    startedAt: s.startedAt,
+    upstreams: s.upstreams.map((u) => ({
       name: u.name,
       url: u.config.url,
       state: u.health.state,
@@ -42,7 +52,7 @@ export async function statusOf(proxy: Proxy, startedAt: number): Promise<Status>
       lastFailure: u.health.lastFailure,
       rateLimit: u.client.rateLimit,
     })),
-    cache: { bytes: totals.bytes, limitBytes: proxy.config.cache.maxSizeBytes ?? null, blobs: totals.count, fillsInFlight: proxy.blobs.fillCount },
+    cache: { bytes: totals.bytes, limitBytes: s.limitBytes ?? null, blobs: totals.count, fillsInFlight: s.fillsInFlight },
     requests: { total, fromCache, hitRatio: total > 0 ? fromCache / total : null, byOutcome },
     recentChanges: recent.filter((e) => e.type === 'changed' || e.type === 'first_seen').slice(0, 25),
     recentProblems: recent.filter((e) => e.type !== 'changed' && e.type !== 'first_seen').slice(0, 25),

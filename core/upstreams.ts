@@ -15,15 +15,19 @@ export interface Upstream {
   readonly health: UpstreamHealth
 }
 
+export interface UpstreamsOptions {
+  config: Config
+  metrics: Metrics
+  log: Logger
+  clientFactory?: (c: UpstreamConfig) => UpstreamClient
+}
+
 export class Upstreams {
   private readonly byName = new Map<string, Upstream>()
+  private readonly metrics: Metrics
 
-  constructor(
-    config: Config,
-    private readonly metrics: Metrics,
-    log: Logger,
-    clientFactory: (c: UpstreamConfig) => UpstreamClient = (c) => new UpstreamClient(c),
-  ) {
+  constructor({ config, metrics, log, clientFactory = (c) => new UpstreamClient(c) }: UpstreamsOptions) {
+    this.metrics = metrics
     for (const uc of Object.values(config.upstreams)) {
       const client = clientFactory(uc)
       const health = new UpstreamHealth(uc.name, {

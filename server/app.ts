@@ -1,20 +1,22 @@
-// buildApp: the HTTP side, assembled from a proxy core. Never reads process.env or opens a
-// socket; server/serve.ts is the process edge.
+// buildApp: the HTTP side, assembled from a Mirror. Never reads process.env or opens a socket;
+// server/serve.ts is the process edge.
 
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import type { Proxy } from '../core/proxy.js'
+import type { Mirror } from '../core/mirror.js'
 import { errorHandler } from './error-handler.js'
-import { registryRoutes } from './registry-routes.js'
-import { opsRoutes } from './ops-routes.js'
+import { RegistryError } from '../core/errors.js'
+import { registryPlugin } from './registry/plugin.js'
+import { opsPlugin } from './ops-plugin.js'
+import './request-outcome.js'
 
 export interface AppOptions {
-  proxy: Proxy
+  mirror: Mirror
   log: Logger
   https?: { cert: Buffer; key: Buffer }
 }
 
-export function buildApp({ proxy, log, https }: AppOptions): FastifyInstance {
+export function buildApp({ mirror, log, https }: AppOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: log,
     // One line per request is written in onResponse, with the cache outcome in it.
@@ -34,6 +36,8 @@ export function buildApp({ proxy, log, https }: AppOptions): FastifyInstance {
     done(null)
   })
 
+  app.decorateRequest('outcome', null)
+
   app.addHook('onRequest', async (_req, reply) => {
     reply.header('docker-distribution-api-version', 'registry/2.0')
   })
@@ -43,8 +47,8 @@ export function buildApp({ proxy, log, https }: AppOptions): FastifyInstance {
     const kind = o?.kind ?? 'other'
     const seconds = reply.elapsedTime / 1000
     if (req.url.startsWith('/v2')) {
-      proxy.metrics.requests.inc({ kind, method: req.method, status: String(reply.statusCode), outcome: o?.cache ?? 'none' })
-      proxy.metrics.requestDuration.observe({ kind }, seconds)
+      mirror.metrics.requests.inc({ kind, method: req.method, status: String(reply.statusCode), outcome: o?.cache ?? 'none' })
+      mirror.metrics.requestDuration.observe({ kind }, seconds)
     }
     req.log.info(
       {
@@ -64,9 +68,10 @@ export function buildApp({ proxy, log, https }: AppOptions): FastifyInstance {
   })
 
   app.setErrorHandler(errorHandler)
-  app.setNotFoundHandler((req, reply) => errorHandler(Object.assign(new Error('not found'), { statusCode: 404 }), req, reply))
+  app.setNotFoundHandler((req, reply) => errorHandler(new RegistryError('NOT_FOUND', `no such endpoint: ${req.url.split('?')[0]}`), req, reply))
 
-  registryRoutes(app, proxy)
-  opsRoutes(app, proxy)
+  // Plugins load when the app is readied (listen, inject or ready).
+  app.register(registryPlugin, { mirror })
+  app.register(opsPlugin, { mirror })
   return app
 }

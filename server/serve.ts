@@ -1,15 +1,15 @@
-// The process edge: opens the proxy core, listens, and shuts down gracefully.
+// The process edge: opens the mirror, listens, and shuts down gracefully.
 
 import { readFileSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { Config } from '../config/config.js'
-import { Proxy } from '../core/proxy.js'
+import { Mirror } from '../core/mirror.js'
 import { buildApp } from './app.js'
 
 export interface Server {
   app: FastifyInstance
-  proxy: Proxy
+  mirror: Mirror
   /** The address actually bound (port 0 picks a free one). */
   url: string
   /** Stops accepting, lets requests and fills in flight finish within `graceMs`, closes the database. */
@@ -19,13 +19,13 @@ export interface Server {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref())
 
 export async function startServer(config: Config, log: Logger): Promise<Server> {
-  const proxy = await Proxy.open({ config, log })
+  const mirror = await Mirror.open({ config, log })
   const https = config.tls ? { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } : undefined
-  const app = buildApp({ proxy, log, https })
+  const app = buildApp({ mirror, log, https })
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })
   } catch (err) {
-    await proxy.close()
+    await mirror.close()
     throw err
   }
   const addr = app.server.address()
@@ -35,22 +35,22 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
   let closing: Promise<void> | undefined
   return {
     app,
-    proxy,
+    mirror,
     url,
     close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {
         // Clients keep connections open; each one is closed as soon as its response is done.
         const idle = setInterval(() => app.server.closeIdleConnections(), 100)
-        const graceful = Promise.all([app.close(), proxy.blobs.drain()]).then(() => false)
+        const graceful = Promise.all([app.close(), mirror.drain()]).then(() => false)
         const timedOut = await Promise.race([graceful, sleep(graceMs).then(() => true)])
         clearInterval(idle)
         if (timedOut) {
-          log.warn({ graceMs, fillsInFlight: proxy.blobs.fillCount }, 'grace period over: closing connections and aborting downloads')
+          log.warn({ graceMs, fillsInFlight: mirror.fillsInFlight }, 'grace period over: closing connections and aborting downloads')
           app.server.closeAllConnections()
-          await proxy.upstreams.destroy()
-          await Promise.race([proxy.blobs.drain(), sleep(2000)])
+          await mirror.abortDownloads()
+          await Promise.race([mirror.drain(), sleep(2000)])
         }
-        await proxy.close()
+        await mirror.close()
       })()
       return closing
     },

@@ -7,7 +7,7 @@ import { createReadStream, type ReadStream } from 'node:fs'
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle, readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { blobPath, blobsDir, tmpDir } from './layout.js'
-import { digestAlgorithm } from '../core/reference.js'
+import { digestAlgorithm } from '../oci/reference.js'
 
 export class DigestMismatchError extends Error {
   readonly code = 'DIGEST_MISMATCH'

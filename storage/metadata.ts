@@ -114,6 +114,27 @@ export interface HistoryEvent {
   count: number
 }
 
+/** An events row as SQLite stores it. */
+interface EventRow {
+  id: number
+  at: number
+  last_at: number
+  upstream: string
+  repository: string
+  tag: string
+  accept_key: string
+  type: EventType
+  digest: string | null
+  previous_digest: string | null
+  detail: string | null
+  count: number
+}
+
+export interface OpenOptions {
+  /** Reads only (history, inspection): no schema changes, no writes. */
+  readonly?: boolean
+}
+
 export interface TagDigestRow {
   tag: string
   acceptKey: string
@@ -127,19 +148,21 @@ export class Metadata {
   private readonly s
   private readonly pendingAccess = new Map<string, number>()
 
-  constructor(path: string) {
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
-    this.db = new Database(path)
+  constructor(path: string, opts: OpenOptions = {}) {
+    if (path !== ':memory:' && !opts.readonly) mkdirSync(dirname(path), { recursive: true })
+    this.db = new Database(path, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true })
     const version = this.db.pragma('user_version', { simple: true }) as number
     if (version > SCHEMA_VERSION) {
       this.db.close()
       throw new Error(`${path} was written by a newer regcache (schema ${version}, this one knows ${SCHEMA_VERSION})`)
     }
-    this.db.pragma('journal_mode = WAL')
-    this.db.pragma('synchronous = NORMAL')
     this.db.pragma('busy_timeout = 5000')
-    this.db.exec(SCHEMA)
-    this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
+    if (!opts.readonly) {
+      this.db.pragma('journal_mode = WAL')
+      this.db.pragma('synchronous = NORMAL')
+      this.db.exec(SCHEMA)
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
+    }
     const db = this.db
     this.s = {
       getContent: db.prepare<[string], ContentRow>('SELECT digest, size, media_type AS mediaType FROM content WHERE digest = ?'),
@@ -186,14 +209,14 @@ export class Metadata {
         'SELECT id, type, last_at AS lastAt FROM events WHERE upstream = ? AND repository = ? AND tag = ? AND accept_key = ? ORDER BY id DESC LIMIT 1',
       ),
       bumpEvent: db.prepare('UPDATE events SET count = count + 1, last_at = @now, detail = @detail WHERE id = @id'),
-      eventsOf: db.prepare<[string, string, string, string, number], any>(
+      eventsOf: db.prepare<[string, string, string, string, number], EventRow>(
         `SELECT * FROM events WHERE upstream = ? AND repository = ? AND (? = '' OR tag = ?) ORDER BY id DESC LIMIT ?`,
       ),
-      digestsOf: db.prepare<[string, string, string, string], any>(
+      digestsOf: db.prepare<[string, string, string, string], TagDigestRow>(
         `SELECT tag, accept_key AS acceptKey, digest, first_seen AS firstSeen, last_seen AS lastSeen FROM tag_digests
          WHERE upstream = ? AND repository = ? AND (? = '' OR tag = ?) ORDER BY first_seen`,
       ),
-      recentEvents: db.prepare<[number], any>('SELECT * FROM events ORDER BY id DESC LIMIT ?'),
+      recentEvents: db.prepare<[number], EventRow>('SELECT * FROM events ORDER BY id DESC LIMIT ?'),
       lru: db.prepare<[number], { digest: string; size: number; lastAccess: number; mediaType: string | null }>(
         'SELECT digest, size, last_access AS lastAccess, media_type AS mediaType FROM content ORDER BY last_access ASC LIMIT ?',
       ),
@@ -202,6 +225,7 @@ export class Metadata {
       ),
       allDigests: db.prepare<[], { digest: string }>('SELECT digest FROM content'),
       totals: db.prepare<[], { count: number; bytes: number }>('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM content'),
+      ping: db.prepare<[], { one: number }>('SELECT 1 AS one'),
     }
   }
 
@@ -340,7 +364,12 @@ export class Metadata {
   }
 
   totals(): { count: number; bytes: number } {
-    return this.s.totals.get() as { count: number; bytes: number }
+    return this.s.totals.get() ?? { count: 0, bytes: 0 }
+  }
+
+  /** Throws when the database does not answer (readiness). */
+  ping(): void {
+    this.s.ping.get()
   }
 
   close(): void {
@@ -349,7 +378,7 @@ export class Metadata {
   }
 }
 
-function toEvent(r: any): HistoryEvent {
+function toEvent(r: EventRow): HistoryEvent {
   return {
     id: r.id,
     at: r.at,

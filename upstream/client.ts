@@ -155,8 +155,3 @@ export class UpstreamClient {
     await this.dispatcher.destroy()
   }
 }
-
-/** The first value of a response header undici may give as an array. */
-export function headerValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v
-}

@@ -7,6 +7,9 @@ import { pino } from 'pino'
 import { stringify } from 'yaml'
 import { loadConfig } from '../../config/config.js'
 import { startServer, type Server } from '../../server/serve.js'
+import { BlobStore } from '../../storage/blob-store.js'
+import { Metadata } from '../../storage/metadata.js'
+import { dbPath } from '../../storage/layout.js'
 import { makeTempDir, removeTempDir } from './proc.js'
 
 export interface RegcacheOptions {
@@ -31,6 +34,11 @@ export interface Regcache {
   logs(): Promise<Record<string, any>[]>
   /** Value of one metric series from /metrics, summed over series matching the labels. */
   metric(name: string, labels?: Record<string, string>): Promise<number>
+  /**
+   * The data directory as the tests inspect it: the database opened read-only beside the
+   * server's own connection, and the content files.
+   */
+  storage: { meta: Metadata; store: BlobStore }
   stop(): Promise<void>
 }
 
@@ -53,6 +61,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const server = await startServer(config, log)
   const url = server.url
   let stopped = false
+  let storage: { meta: Metadata; store: BlobStore } | undefined
   return {
     server,
     url,
@@ -67,7 +76,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
         .map((l) => JSON.parse(l))
     },
     async metric(name, labels = {}) {
-      const text = await server.proxy.metrics.registry.getSingleMetricAsString(name)
+      const text = await server.mirror.metrics.registry.getSingleMetricAsString(name)
       let sum = 0
       for (const line of text.split('\n')) {
         if (line.startsWith('#') || line.trim() === '') continue
@@ -78,9 +87,14 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
       }
       return sum
     },
+    get storage() {
+      storage ??= { meta: new Metadata(dbPath(dataDir), { readonly: true }), store: new BlobStore(dataDir) }
+      return storage
+    },
     async stop() {
       if (stopped) return
       stopped = true
+      storage?.meta.close()
       await server.close(2000)
       if (!opts.dataDir) await removeTempDir(dir)
     },

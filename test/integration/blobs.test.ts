@@ -568,7 +568,7 @@ t.test('blobs through regcache', async (t) => {
       'nothing for the digest under blobs/',
     )
     t.same(await filesUnder(join(rc.dataDir, 'tmp')), [], 'tmp/ is empty')
-    t.notOk(rc.server.proxy.meta.getContent(digest), 'no metadata row for the digest')
+    t.notOk(rc.storage.meta.getContent(digest), 'no metadata row for the digest')
 
     await attempt('a later request')
     await reg.settle()

@@ -51,8 +51,8 @@ t.test('ENOSPC while filling', { skip: process.getuid?.() !== 0 ? 'mounting a tm
   for (let i = 0; i < 100 && (await rc.metric('regcache_fills_in_flight')) > 0; i++) await new Promise((r) => setTimeout(r, 20))
   t.equal(await rc.metric('regcache_fills_total', { result: 'disk_error' }), 1, 'the disk error is counted')
   t.same(await readdir(join(dataDir, 'tmp')), [], 'no partial file left')
-  t.equal(await rc.server.proxy.store.size(layer), undefined, 'the blob is not kept')
-  t.equal(rc.server.proxy.meta.getContent(layer), undefined, 'nor recorded')
+  t.equal(await rc.storage.store.size(layer), undefined, 'the blob is not kept')
+  t.equal(rc.storage.meta.getContent(layer), undefined, 'nor recorded')
   const logs = await rc.logs()
   t.ok(logs.some((l) => l.level >= 50 && /disk full/.test(l.msg)), 'an error is logged')
 

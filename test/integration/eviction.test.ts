@@ -22,7 +22,8 @@ t.test('eviction keeps the cache under cache.maxSize without breaking pulls', as
   const limit = 3 * MiB
   const rc = await startRegcache({ upstreams: { 'docker.io': { url: reg.url } }, extra: { cache: { maxSize: '3MiB' } } })
   t.teardown(rc.stop)
-  const proxy = rc.server.proxy
+  const mirror = rc.server.mirror
+  const { meta, store } = rc.storage
   const ctd = await startContainerd()
   t.teardown(ctd.stop)
   const hostsDir = await makeTempDir()
@@ -33,15 +34,15 @@ t.test('eviction keeps the cache under cache.maxSize without breaking pulls', as
     const r = await ctd.pull(`docker.io/library/img${i}:1`, { hostsDir })
     t.equal(r.code, 0, `img${i} pulled: ${r.stderr}`)
   }
-  await proxy.evictor.runNow()
-  const { bytes } = proxy.meta.totals()
+  await mirror.evictNow()
+  const { bytes } = meta.totals()
   t.ok(bytes <= limit, `cache holds ${bytes} bytes, limit ${limit}`)
   let onDisk = 0
-  for await (const d of proxy.store.list()) onDisk += (await proxy.store.size(d)) ?? 0
+  for await (const d of store.list()) onDisk += (await store.size(d)) ?? 0
   t.equal(onDisk, bytes, 'files and metadata agree')
   t.ok((await rc.metric('regcache_evictions_total')) > 0, 'evictions counted')
   const firstLayer = images[0].layerDigests[0]
-  t.equal(proxy.meta.getContent(firstLayer), undefined, 'the least recently used image was evicted')
+  t.equal(meta.getContent(firstLayer), undefined, 'the least recently used image was evicted')
 
   await t.test('an evicted image pulls again, its blobs fetched anew', async (t) => {
     await ctd.removeAllContent()
@@ -62,11 +63,11 @@ t.test('eviction keeps the cache under cache.maxSize without breaking pulls', as
     const res = await fetch(`${rc.url}/v2/library/big/blobs/${layer}`)
     const reader = res.body!.getReader()
     const first = await reader.read()
-    while (proxy.blobs.fillCount > 0) await new Promise((r) => setTimeout(r, 20))
-    t.ok(proxy.meta.getContent(layer), 'cached once its fill completed')
-    t.ok(proxy.blobs.busy().has(layer), 'the server is still sending it')
-    await proxy.evictor.runNow()
-    t.ok(proxy.meta.getContent(layer), 'not evicted while being served')
+    while (mirror.fillsInFlight > 0) await new Promise((r) => setTimeout(r, 20))
+    t.ok(meta.getContent(layer), 'cached once its fill completed')
+    t.ok(mirror.busyDigests().has(layer), 'the server is still sending it')
+    await mirror.evictNow()
+    t.ok(meta.getContent(layer), 'not evicted while being served')
     const hash = createHash('sha256').update(first.value!)
     for (;;) {
       const { done, value } = await reader.read()
@@ -75,8 +76,8 @@ t.test('eviction keeps the cache under cache.maxSize without breaking pulls', as
     }
     t.equal(`sha256:${hash.digest('hex')}`, layer, 'the slow client got the whole blob')
     await new Promise((r) => setTimeout(r, 50))
-    await proxy.evictor.runNow()
-    t.equal(proxy.meta.getContent(layer), undefined, 'evicted once nobody reads it')
-    t.ok(proxy.meta.totals().bytes <= limit, 'back under the limit')
+    await mirror.evictNow()
+    t.equal(meta.getContent(layer), undefined, 'evicted once nobody reads it')
+    t.ok(meta.totals().bytes <= limit, 'back under the limit')
   })
 })

@@ -238,8 +238,7 @@ t.test('6. upstream 401/403 is passed on, never answered from cache', async (t) 
 async function waitUp(rc: Regcache, upstream: string): Promise<void> {
   const until = Date.now() + 10_000
   while (Date.now() < until) {
-    const h = rc.server.proxy.upstreams.get(upstream)?.health
-    if (h && !h.isDown) return
+    if (rc.server.mirror.upstreamState(upstream) === 'up') return
     await sleep(100)
   }
   throw new Error(`${upstream} still marked down`)

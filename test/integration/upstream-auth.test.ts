@@ -143,7 +143,7 @@ t.test('upstream authentication, redirects and a lying upstream', async (t) => {
     t.ok(reqs.some((r) => r.scopes.includes('repository:private/app:pull')), 'for repository:private/app:pull')
     t.ok(reqs.every((r) => r.granted.length === 0), 'and the token server granted nothing')
 
-    const { meta, store } = rcAnon.server.proxy
+    const { meta, store } = rcAnon.storage
     for (const d of [priv.manifestDigest, priv.configDigest, ...priv.layerDigests]) {
       t.equal(meta.getContent(d), undefined, `no metadata for ${d.slice(0, 19)}`)
       t.equal(await store.size(d), undefined, `no file for ${d.slice(0, 19)}`)
@@ -178,7 +178,7 @@ t.test('upstream authentication, redirects and a lying upstream', async (t) => {
     t.equal(reqs[0]?.basic, true, 'Basic credentials on the token request')
     t.equal(reqs[0]?.user, 'alice', 'as alice')
     t.equal(reqs[0]?.status, 200, 'accepted (right password from passwordFile)')
-    t.ok(rcAuth.server.proxy.meta.getContent(priv.manifestDigest), 'the private manifest is now in this data directory')
+    t.ok(rcAuth.storage.meta.getContent(priv.manifestDigest), 'the private manifest is now in this data directory')
     rcAuthLogs = await rcAuth.logs()
     await rcAuth.stop()
   })
@@ -186,7 +186,7 @@ t.test('upstream authentication, redirects and a lying upstream', async (t) => {
   await t.test('1b. anonymous instance on the data directory of the authenticated one: the tag is still refused', async (t) => {
     const rcShared = await start({ upstreams: { [UPSTREAM]: { url: reg.url } }, defaultUpstream: UPSTREAM, dataDir: authDataDir })
     root.teardown(() => removeTempDir(dirname(rcShared.configFile)))
-    t.ok(rcShared.server.proxy.meta.getContent(priv.manifestDigest), 'precondition: the private manifest is cached in the shared data directory')
+    t.ok(rcShared.storage.meta.getContent(priv.manifestDigest), 'precondition: the private manifest is cached in the shared data directory')
     const m = await getManifest(rcShared, 'private/app', '1')
     t.ok(isAuthRefusal(m), `GET private/app:1 refused, not served from cache (got ${m.status})`)
     t.not(header(m, 'docker-content-digest'), priv.manifestDigest, 'no digest of the private manifest in the refusal')
@@ -263,7 +263,7 @@ t.test('upstream authentication, redirects and a lying upstream', async (t) => {
       upstreams: { [UPSTREAM]: { url: front.url, username: ALICE.username, passwordEnv: PASSWORD_ENV } },
       defaultUpstream: UPSTREAM,
     })
-    const { store, meta } = rc.server.proxy
+    const { store, meta } = rc.storage
     const layer = redir.layerDigests[0]!
     const cdnFor = (d: string) => cdn.requests.filter((r) => r.digest === d)
     const redirectsFor = (d: string) => redirects.filter((r) => r.digest === d)
@@ -347,7 +347,7 @@ t.test('upstream authentication, redirects and a lying upstream', async (t) => {
       upstreams: { [UPSTREAM]: { url: front.url, username: ALICE.username, passwordFile } },
       defaultUpstream: UPSTREAM,
     })
-    const { meta, store } = rc.server.proxy
+    const { meta, store } = rc.storage
 
     const byTag = await getManifest(rc, 'liar/app', '1')
     t.ok(byTag.status >= 500 && byTag.status < 600, `by tag: 5xx (got ${byTag.status})`)

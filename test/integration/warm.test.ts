@@ -26,7 +26,7 @@ t.test('warm fills the cache ahead of a pull; invalidate forgets a tag', async (
 
   const { stdout } = await cli('warm', '--config', rc.configFile, '--mirror', rc.url, 'docker.io/library/multi:1')
   t.match(stdout, /warmed docker\.io\/library\/multi:1 .*1 manifest\(s\), 3 blobs/)
-  const store = rc.server.proxy.store
+  const store = rc.storage.store
   for (const d of [idx.indexDigest, amd.manifestDigest, amd.configDigest, ...amd.layerDigests]) t.ok(await store.size(d), `${d.slice(0, 19)} cached`)
   t.equal(await store.size(arm.layerDigests[0]), undefined, 'other platforms left alone')
 

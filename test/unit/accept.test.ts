@@ -1,7 +1,7 @@
 // Accept normalisation (PROTOCOL.md §2, rule 3): a tag is cached per accepted set of manifest
 // types, never per raw Accept string. And the Accept forwarded upstream is the client's (rule 2).
 import t from 'tap'
-import { MEDIA_TYPES, acceptHeader, acceptKey, isIndexType, isSchema1 } from '../../core/accept.js'
+import { MEDIA_TYPES, acceptHeader, acceptKey, isIndexType, isSchema1 } from '../../oci/media-types.js'
 
 const { dockerManifest: DM, dockerList: DL, ociManifest: OM, ociIndex: OI } = MEDIA_TYPES
 

@@ -1,8 +1,8 @@
 // Manifest inspection: media type (header, or the body when the header is generic: PROTOCOL.md
 // §2 rule 8) and every digest a client may fetch next.
 import t from 'tap'
-import { MEDIA_TYPES } from '../../core/accept.js'
-import { ManifestError, inspectManifest, type ManifestInfo } from '../../core/manifest.js'
+import { MEDIA_TYPES } from '../../oci/media-types.js'
+import { ManifestError, inspectManifest, type ManifestInfo } from '../../oci/manifest.js'
 
 const d = (c: string) => `sha256:${c.repeat(64)}`
 const CONFIG = d('c')

@@ -13,7 +13,7 @@ import {
   parseImageRef,
   repositoryFor,
   type ApiPath,
-} from '../../core/reference.js'
+} from '../../oci/reference.js'
 
 const HEX64 = '0123456789abcdef'.repeat(4)
 const HEX128 = HEX64.repeat(2)

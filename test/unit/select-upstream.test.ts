@@ -2,7 +2,7 @@
 // configured upstream, then the default. Only configured upstreams are ever chosen.
 import t from 'tap'
 import { RegistryError } from '../../core/errors.js'
-import { selectUpstream, type Selection } from '../../server/select-upstream.js'
+import { selectUpstream, type Selection } from '../../core/select-upstream.js'
 
 const upstreams: ReadonlySet<string> = new Set(['docker.io', 'ghcr.io', 'quay.io', 'registry.k8s.io', 'localhost:5001'])
 
@@ -69,27 +69,27 @@ t.test('selectUpstream: choices', async (t) => {
     {
       name: 'path prefix picks the upstream and is stripped; no OCI-Namespace',
       path: 'ghcr.io/org/app',
-      expect: { upstream: 'ghcr.io', repository: 'org/app', clientName: 'ghcr.io/org/app', prefix: 'ghcr.io' },
+      expect: { upstream: 'ghcr.io', repository: 'org/app', clientName: 'ghcr.io/org/app' },
     },
     {
       name: 'path prefix with a deep name',
       path: 'registry.k8s.io/sig/team/app',
-      expect: { upstream: 'registry.k8s.io', repository: 'sig/team/app', clientName: 'registry.k8s.io/sig/team/app', prefix: 'registry.k8s.io' },
+      expect: { upstream: 'registry.k8s.io', repository: 'sig/team/app', clientName: 'registry.k8s.io/sig/team/app' },
     },
     {
       name: 'path prefix docker.io with library/ as written (podman)',
       path: 'docker.io/library/alpine',
-      expect: { upstream: 'docker.io', repository: 'library/alpine', clientName: 'docker.io/library/alpine', prefix: 'docker.io' },
+      expect: { upstream: 'docker.io', repository: 'library/alpine', clientName: 'docker.io/library/alpine' },
     },
     {
       name: 'path prefix docker.io with a single-component name: library/ added',
       path: 'docker.io/alpine',
-      expect: { upstream: 'docker.io', repository: 'library/alpine', clientName: 'docker.io/alpine', prefix: 'docker.io' },
+      expect: { upstream: 'docker.io', repository: 'library/alpine', clientName: 'docker.io/alpine' },
     },
     {
       name: 'path prefix naming a Docker Hub alias maps to docker.io',
       path: 'registry-1.docker.io/myorg/app',
-      expect: { upstream: 'docker.io', repository: 'myorg/app', clientName: 'registry-1.docker.io/myorg/app', prefix: 'registry-1.docker.io' },
+      expect: { upstream: 'docker.io', repository: 'myorg/app', clientName: 'registry-1.docker.io/myorg/app' },
     },
     // (3) default
     {

@@ -31,8 +31,6 @@ export function digestAlgorithm(digest: string): 'sha256' | 'sha512' {
   return digest.startsWith('sha512:') ? 'sha512' : 'sha256'
 }
 
-export type Reference = { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string }
-
 export type ApiPath =
   | { endpoint: 'base' }
   | { endpoint: 'manifests' | 'blobs' | 'referrers'; name: string; reference: string }
@@ -42,7 +40,7 @@ export type ApiPath =
 
 /**
  * Splits a /v2/ path. Names contain '/', so the endpoint is matched from the right
- * (PROTOCOL.md §1). The path must already be without its query string.
+ * (docs/protocol.md, "Paths"). The path must already be without its query string.
  */
 export function parseApiPath(path: string): ApiPath {
   if (path === '/v2/' || path === '/v2') return { endpoint: 'base' }
@@ -76,7 +74,7 @@ export function parseImageRef(ref: string, defaultRegistry: string): { registry:
   }
   let registry = defaultRegistry
   const first = rest.split('/')[0]
-  if (rest.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost')) {
+  if (rest.includes('/') && isRegistryHost(first)) {
     registry = first
     rest = rest.slice(first.length + 1)
   }
@@ -86,6 +84,17 @@ export function parseImageRef(ref: string, defaultRegistry: string): { registry:
 
 /** Hosts that mean Docker Hub in image references and `ns` values. */
 export const DOCKER_HUB_ALIASES: ReadonlySet<string> = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com'])
+
+/** Where Docker Hub's registry API answers (`docker.io` itself is not an API host). */
+export const DOCKER_HUB_API = 'https://registry-1.docker.io'
+
+/**
+ * Docker's rule for the first component of a name: with a dot, a port or `localhost` it is a
+ * registry host, otherwise a Docker Hub namespace (`library`, `bitnami`, ...).
+ */
+export function isRegistryHost(component: string): boolean {
+  return component.includes('.') || component.includes(':') || component === 'localhost'
+}
 
 /** Docker Hub's official images live under library/ (`alpine` is `library/alpine`). */
 export function repositoryFor(upstream: string, name: string): string {

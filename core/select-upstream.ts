@@ -3,8 +3,8 @@
 // the default. Only configured upstreams: an open `ns` would let anyone make the mirror fetch
 // arbitrary hosts.
 
-import { RegistryError } from '../core/errors.js'
-import { DOCKER_HUB_ALIASES, repositoryFor } from '../core/reference.js'
+import { RegistryError } from './errors.js'
+import { DOCKER_HUB_ALIASES, isRegistryHost, repositoryFor } from '../oci/reference.js'
 
 export interface Selection {
   upstream: string
@@ -14,16 +14,13 @@ export interface Selection {
   clientName: string
   /** Set when `ns` chose the upstream; echoed as OCI-Namespace. */
   namespace?: string
-  /** The path prefix that chose the upstream, if any. */
-  prefix?: string
 }
-
 
 export function selectUpstream(name: string, ns: string | undefined, upstreams: ReadonlySet<string>, defaultUpstream: string): Selection {
   if (ns !== undefined) {
     const host = canonicalHost(ns, upstreams)
     if (!upstreams.has(host)) {
-      throw new RegistryError('DENIED', `registry ${JSON.stringify(ns)} is not configured as an upstream of this mirror`, { ns })
+      throw new RegistryError('DENIED', `registry ${JSON.stringify(ns)} is not configured as an upstream of this mirror`, { detail: { ns } })
     }
     return { upstream: host, repository: repositoryFor(host, name), clientName: name, namespace: ns }
   }
@@ -32,10 +29,10 @@ export function selectUpstream(name: string, ns: string | undefined, upstreams: 
     const first = name.slice(0, slash)
     const host = canonicalHost(first, upstreams)
     if (upstreams.has(host)) {
-      return { upstream: host, repository: repositoryFor(host, name.slice(slash + 1)), clientName: name, prefix: first }
+      return { upstream: host, repository: repositoryFor(host, name.slice(slash + 1)), clientName: name }
     }
-    if (looksLikeHost(first)) {
-      throw new RegistryError('DENIED', `registry ${JSON.stringify(first)} is not configured as an upstream of this mirror`, { prefix: first })
+    if (isRegistryHost(first)) {
+      throw new RegistryError('DENIED', `registry ${JSON.stringify(first)} is not configured as an upstream of this mirror`, { detail: { prefix: first } })
     }
   }
   return { upstream: defaultUpstream, repository: repositoryFor(defaultUpstream, name), clientName: name }
@@ -50,8 +47,3 @@ function canonicalHost(host: string, upstreams: ReadonlySet<string>): string {
   return h
 }
 
-
-/** A first path component with a dot or a port is a registry host, never a Docker Hub namespace. */
-function looksLikeHost(component: string): boolean {
-  return component.includes('.') || component.includes(':') || component === 'localhost'
-}

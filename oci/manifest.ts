@@ -1,7 +1,7 @@
 // What regcache needs to know about a manifest's bytes: its media type and the digests it
 // references. The bytes themselves are never re-serialised (PROTOCOL.md §2, rule 1).
 
-import { MANIFEST_MEDIA_TYPES, isSchema1 } from './accept.js'
+import { MANIFEST_MEDIA_TYPES, isSchema1 } from './media-types.js'
 import { isValidDigest } from './reference.js'
 
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
