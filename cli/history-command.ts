@@ -30,7 +30,7 @@ export async function historyCommand(argv: string[]): Promise<number> {
     process.stderr.write(`regcache: no database at ${path} (has the server run with this dataDir?)\n`)
     return 1
   }
-  const meta = new Metadata(path)
+  const meta = new Metadata(path, { readonly: true })
   try {
     const h = readHistory(meta, positionals[0], config)
     if (values.json) {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { isAbsolute, resolve, dirname } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { parse as parseYaml } from 'yaml'
-import { configSchema } from './schema.js'
+import { configSchema, type ConfigFile, type UpstreamFile } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
 
 export type OnNotFound = 'passthrough' | 'serve'
@@ -56,6 +56,9 @@ export interface LoadOptions {
   cwd?: string
 }
 
+/** The longest delay a Node timer can hold. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true, verbose: true })
 const validate = ajv.compile(configSchema)
 
@@ -81,7 +84,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     throw new ConfigError(source, ['the document must be a mapping of keys (listen, dataDir, upstreams, ...)'])
   }
   // `key:` with nothing after it (or only commented-out children) means "unset".
-  const doc = dropNulls(structuredClone(raw)) as Record<string, any>
+  const doc = dropNulls(structuredClone(raw)) as Record<string, unknown>
   if (env.REGCACHE_LISTEN) doc.listen = env.REGCACHE_LISTEN
   if (env.REGCACHE_DATA_DIR) doc.dataDir = env.REGCACHE_DATA_DIR
   if (!validate(doc)) {
@@ -90,21 +93,34 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     throw new ConfigError(source, errors.map(describeError))
   }
   const base = opts.file !== undefined ? dirname(resolve(cwd, opts.file)) : cwd
-  return resolveConfig(doc, source, base, env)
+  return resolveConfig(doc as ConfigFile, source, base, env)
 }
 
-function resolveConfig(doc: Record<string, any>, source: string, base: string, env: NodeJS.ProcessEnv): Config {
+function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJS.ProcessEnv): Config {
   const problems: string[] = []
-  const ms = (key: string, value: string | number | undefined): number => {
+  /** A duration in ms; `timer` ones (timeouts, intervals) must fit a Node timer. */
+  const ms = (key: string, value: string | number | undefined, timer = true): number => {
     const n = value === undefined ? undefined : parseDuration(value)
-    if (n === undefined) problems.push(`${key}: expected a duration like "2s", "5m" or "7d" (got ${JSON.stringify(value)})`)
-    return n ?? 0
+    if (n === undefined || !Number.isFinite(n)) {
+      problems.push(`${key}: expected a duration like "2s", "5m" or "7d" (got ${JSON.stringify(value)})`)
+      return 0
+    }
+    // Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one would fire at once.
+    if (n > (timer ? MAX_TIMER_MS : Number.MAX_SAFE_INTEGER)) {
+      problems.push(`${key}: expected a duration of at most ${timer ? '24d (the longest a timer can wait)' : '285000y'} (got ${JSON.stringify(value)})`)
+      return 0
+    }
+    return n
   }
   const path = (p: string) => (isAbsolute(p) ? p : resolve(base, p))
 
   const upstreams: Record<string, UpstreamConfig> = {}
-  for (const [name, u] of Object.entries<any>(doc.upstreams)) {
+  for (const [name, u] of Object.entries<UpstreamFile>(doc.upstreams)) {
     const key = `upstreams.${name}`
+    const url = new URL(u.url)
+    if (url.username !== '' || url.password !== '') {
+      problems.push(`${key}.url: credentials inside the URL are not accepted (they would end up in logs); use username with passwordFile or passwordEnv`)
+    }
     let password: string | undefined
     if (u.passwordFile !== undefined) {
       try {
@@ -131,9 +147,9 @@ function resolveConfig(doc: Record<string, any>, source: string, base: string, e
       insecureSkipVerify: u.insecureSkipVerify,
       revalidate: Object.freeze({
         timeoutMs: ms(`${key}.revalidate.timeout`, u.revalidate.timeout),
-        minIntervalMs: ms(`${key}.revalidate.minInterval`, u.revalidate.minInterval),
+        minIntervalMs: ms(`${key}.revalidate.minInterval`, u.revalidate.minInterval, false),
       }),
-      stale: Object.freeze({ maxAgeMs: ms(`${key}.stale.maxAge`, u.stale.maxAge), onNotFound: u.stale.onNotFound }),
+      stale: Object.freeze({ maxAgeMs: ms(`${key}.stale.maxAge`, u.stale.maxAge, false), onNotFound: u.stale.onNotFound }),
       onRollback: u.onRollback,
       down: Object.freeze({ failures: u.down.failures, probeIntervalMs: ms(`${key}.down.probeInterval`, u.down.probeInterval) }),
       timeouts: Object.freeze({
@@ -158,7 +174,7 @@ function resolveConfig(doc: Record<string, any>, source: string, base: string, e
     maxSizeBytes = parseSize(doc.cache.maxSize)
     if (maxSizeBytes === undefined) problems.push(`cache.maxSize: expected a size like "50GiB" (got ${JSON.stringify(doc.cache.maxSize)})`)
   }
-  const maxAgeMs = doc.cache.maxAge !== undefined ? ms('cache.maxAge', doc.cache.maxAge) : undefined
+  const maxAgeMs = doc.cache.maxAge !== undefined ? ms('cache.maxAge', doc.cache.maxAge, false) : undefined
 
   const config: Config = {
     listen,
@@ -192,8 +208,9 @@ export function parseListen(value: string): { host: string; port: number } {
 function describeError(e: ErrorObject): string {
   const key = e.instancePath.split('/').slice(1).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~')).join('.')
   const where = key === '' ? '(top level)' : key
+  const params = e.params as Record<string, unknown>
   if (e.keyword === 'additionalProperties') {
-    const prop = (e.params as any).additionalProperty
+    const prop = String(params.additionalProperty)
     return `${where === '(top level)' ? prop : `${where}.${prop}`}: unknown key (allowed: ${allowedKeys(e)})`
   }
   if (e.keyword === 'pattern') {
@@ -203,14 +220,14 @@ function describeError(e: ErrorObject): string {
     if (key.endsWith('passwordEnv')) return `${where}: expected an environment variable name (got ${JSON.stringify(e.data)})`
     return `${where}: expected a duration like "2s", "5m" or "7d" (got ${JSON.stringify(e.data)})`
   }
-  if (e.keyword === 'propertyNames') return `${where}: upstream names must be registry hosts like "ghcr.io" (got ${JSON.stringify((e.params as any).propertyName)})`
-  if (e.keyword === 'enum') return `${where}: expected one of ${(e.params as any).allowedValues.map((v: string) => JSON.stringify(v)).join(', ')} (got ${JSON.stringify(e.data)})`
-  if (e.keyword === 'type') return `${where}: expected ${(e.params as any).type} (got ${JSON.stringify(e.data)})`
+  if (e.keyword === 'propertyNames') return `${where}: upstream names must be registry hosts like "ghcr.io" (got ${JSON.stringify(params.propertyName)})`
+  if (e.keyword === 'enum') return `${where}: expected one of ${(params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')} (got ${JSON.stringify(e.data)})`
+  if (e.keyword === 'type') return `${where}: expected ${String(params.type)} (got ${JSON.stringify(e.data)})`
   return `${where}: ${e.message ?? 'invalid'}`
 }
 
 function allowedKeys(e: ErrorObject): string {
-  const props = (e.parentSchema as any)?.properties
+  const props = (e.parentSchema as { properties?: Record<string, unknown> } | undefined)?.properties
   return props ? Object.keys(props).join(', ') : '?'
 }
 

@@ -1,94 +1,73 @@
-// The configuration file's JSON schema. Defaults live here, next to the types they fill, so
-// `config.example.yaml`, `--help` and the validator cannot disagree about them.
+// The configuration file's schema, written with TypeBox so the file's TypeScript type is derived
+// from it (ConfigFile below) and the two cannot drift. Defaults live here, next to the types they
+// fill, so `config.example.yaml`, `--help` and the validator cannot disagree about them.
 
-const duration = { type: ['string', 'number'], pattern: '^(0|(\\d+(\\.\\d+)?(ms|s|m|h|d|w))+)$' } as const
-const size = { type: ['string', 'number'], pattern: '^\\s*\\d+(\\.\\d+)?\\s*([kKmMgGtT]i?[bB]|[bB])?\\s*$' } as const
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { DOCKER_HUB_API } from '../oci/reference.js'
 
-export const upstreamSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['url'],
-  properties: {
-    url: { type: 'string', pattern: '^https?://[^/\\s?#]+(/[^\\s?#]*)?$' },
-    username: { type: 'string', minLength: 1 },
-    passwordFile: { type: 'string', minLength: 1 },
-    passwordEnv: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
-    caFile: { type: 'string', minLength: 1 },
-    insecureSkipVerify: { type: 'boolean', default: false },
-    revalidate: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        timeout: { ...duration, default: '2s' },
-        minInterval: { ...duration, default: '0' },
-      },
-    },
-    stale: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        maxAge: { ...duration, default: '7d' },
-        onNotFound: { enum: ['passthrough', 'serve'], default: 'passthrough' },
-      },
-    },
-    onRollback: { enum: ['follow', 'refuse'], default: 'follow' },
-    down: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        failures: { type: 'integer', minimum: 1, default: 3 },
-        probeInterval: { ...duration, default: '10s' },
-      },
-    },
-    timeouts: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        connect: { ...duration, default: '5s' },
-        headers: { ...duration, default: '30s' },
-        body: { ...duration, default: '60s' },
-      },
-    },
+/** A value given as "2s"/"5m"/"7d" or a number of seconds; validated by pattern, parsed later. */
+const Duration = (opts: { default?: string } = {}) =>
+  Type.Unsafe<string | number>({ type: ['string', 'number'], pattern: '^(0|(\\d+(\\.\\d+)?(ms|s|m|h|d|w))+)$', ...opts })
+/** A size given as "50GiB"/"500MB" or a number of bytes. */
+const Size = () => Type.Unsafe<string | number>({ type: ['string', 'number'], pattern: '^\\s*\\d+(\\.\\d+)?\\s*([kKmMgGtT]i?[bB]|[bB])?\\s*$' })
+const Enum = <T extends string>(values: readonly T[], def: T) => Type.Unsafe<T>({ enum: [...values], default: def })
+const Section = <T extends Record<string, TSchema>>(properties: T) => Type.Object(properties, { additionalProperties: false, default: {} })
+const NonEmpty = () => Type.String({ minLength: 1 })
+
+export const upstreamSchema = Type.Object(
+  {
+    url: Type.String({ pattern: '^https?://[^/\\s?#]+(/[^\\s?#]*)?$' }),
+    username: Type.Optional(NonEmpty()),
+    passwordFile: Type.Optional(NonEmpty()),
+    passwordEnv: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' })),
+    caFile: Type.Optional(NonEmpty()),
+    insecureSkipVerify: Type.Boolean({ default: false }),
+    revalidate: Section({
+      timeout: Duration({ default: '2s' }),
+      minInterval: Duration({ default: '0' }),
+    }),
+    stale: Section({
+      maxAge: Duration({ default: '7d' }),
+      onNotFound: Enum(['passthrough', 'serve'] as const, 'passthrough'),
+    }),
+    onRollback: Enum(['follow', 'refuse'] as const, 'follow'),
+    down: Section({
+      failures: Type.Integer({ minimum: 1, default: 3 }),
+      probeInterval: Duration({ default: '10s' }),
+    }),
+    timeouts: Section({
+      connect: Duration({ default: '5s' }),
+      headers: Duration({ default: '30s' }),
+      body: Duration({ default: '60s' }),
+    }),
   },
-} as const
+  { additionalProperties: false },
+)
 
-export const configSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    listen: { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s\\[\\]]*):\\d{1,5}$', default: '0.0.0.0:5000' },
-    dataDir: { type: 'string', minLength: 1, default: './data' },
-    logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
-    defaultUpstream: { type: 'string', minLength: 1, default: 'docker.io' },
-    upstreams: {
+export const configSchema = Type.Object(
+  {
+    listen: Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s\\[\\]]*):\\d{1,5}$', default: '0.0.0.0:5000' }),
+    dataDir: Type.String({ minLength: 1, default: './data' }),
+    logLevel: Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
+    defaultUpstream: Type.String({ minLength: 1, default: 'docker.io' }),
+    // A map from registry host to its settings (additionalProperties, so ajv fills each one's defaults).
+    upstreams: Type.Unsafe<Record<string, Static<typeof upstreamSchema>>>({
       type: 'object',
       minProperties: 1,
       propertyNames: { pattern: '^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:\\d+)?$' },
       additionalProperties: upstreamSchema,
-      default: { 'docker.io': { url: 'https://registry-1.docker.io' } },
-    },
-    cache: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        maxSize: size,
-        maxAge: duration,
-      },
-    },
-    tls: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['certFile', 'keyFile'],
-      properties: {
-        certFile: { type: 'string', minLength: 1 },
-        keyFile: { type: 'string', minLength: 1 },
-      },
-    },
-    shutdownGrace: { ...duration, default: '30s' },
+      default: { 'docker.io': { url: DOCKER_HUB_API } },
+    }),
+    cache: Section({
+      maxSize: Type.Optional(Size()),
+      maxAge: Type.Optional(Duration()),
+    }),
+    tls: Type.Optional(Type.Object({ certFile: NonEmpty(), keyFile: NonEmpty() }, { additionalProperties: false })),
+    shutdownGrace: Duration({ default: '30s' }),
   },
-} as const
+  { additionalProperties: false },
+)
+
+/** The configuration file as validated, defaults filled in. */
+export type ConfigFile = Static<typeof configSchema>
+export type UpstreamFile = Static<typeof upstreamSchema>

@@ -11,9 +11,8 @@
 // (one chunk in memory), still verified; nothing is kept, and new clients start their own fill.
 
 import { EventEmitter } from 'node:events'
-import { open, type FileHandle } from 'node:fs/promises'
 import { Readable } from 'node:stream'
-import type { BlobWriter } from '../storage/blob-store.js'
+import type { ContentWriter, ReadHandle } from '../storage/content-store.js'
 import { DigestMismatchError } from '../storage/blob-store.js'
 import type { UpstreamResponse } from '../upstream/client.js'
 
@@ -22,7 +21,7 @@ export type FillState = 'filling' | 'relaying' | 'done' | 'relayed' | 'failed'
 export interface FillOptions {
   digest: string
   size: number
-  writer: BlobWriter
+  writer: ContentWriter
   /** The first upstream response (status 200), already received. */
   first: UpstreamResponse
   /** Re-requests the blob from `offset` (Range: bytes=offset-) after a cut. */
@@ -50,7 +49,9 @@ export class Fill extends EventEmitter {
   readonly digest: string
   readonly size: number
   readonly done: Promise<void>
-  private readonly writer: BlobWriter
+  private readonly writer: ContentWriter
+  /** Errors that end the fill at once (no resume): the bytes themselves are wrong. */
+  private readonly fatal = new WeakSet<Error>()
   /** Bytes received from upstream and hashed (on disk, or relayed once the disk failed). */
   private received = 0
   /** While relaying: the chunk being handed to readers. */
@@ -74,10 +75,6 @@ export class Fill extends EventEmitter {
     return this.writer.written
   }
 
-  get readers(): number {
-    return this.readerSet.size
-  }
-
   private async run(): Promise<void> {
     let res: UpstreamResponse | undefined = this.opts.first
     const maxResumes = this.opts.maxResumes ?? 3
@@ -94,7 +91,7 @@ export class Fill extends EventEmitter {
         try {
           for await (const chunk of res.body) await this.accept(chunk as Buffer)
         } catch (err) {
-          if ((err as { fatal?: boolean }).fatal || this.resumes >= maxResumes) throw err
+          if ((err instanceof Error && this.fatal.has(err)) || this.resumes >= maxResumes) throw err
         }
         res = undefined
         if (this.received < this.size && this.resumes >= maxResumes) {
@@ -128,7 +125,7 @@ export class Fill extends EventEmitter {
 
   /** Takes one chunk from upstream: onto disk, or, once the disk failed, to the readers. */
   private async accept(buf: Buffer): Promise<void> {
-    if (this.received + buf.length > this.size) throw fatal(new Error(`upstream sent more than the ${this.size} bytes it announced`))
+    if (this.received + buf.length > this.size) throw this.fatalError(new Error(`upstream sent more than the ${this.size} bytes it announced`))
     if (this.state === 'filling') {
       try {
         await this.writer.write(buf)
@@ -137,7 +134,7 @@ export class Fill extends EventEmitter {
         this.emit('progress')
         return
       } catch (err) {
-        if (!isDiskError(err)) throw fatal(err as Error)
+        if (!isDiskError(err)) throw this.fatalError(err as Error)
         this.diskError = err as Error
         this.state = 'relaying'
         this.emit('relaying', err)
@@ -147,7 +144,7 @@ export class Fill extends EventEmitter {
     if (this.received + buf.length === this.size) {
       // The final chunk is released only after the whole blob verified.
       const actual = this.writer.actualDigest()
-      if (actual !== this.digest) throw fatal(new DigestMismatchError(this.digest, actual))
+      if (actual !== this.digest) throw this.fatalError(new DigestMismatchError(this.digest, actual))
     }
     await this.drainRelay()
     this.relay = { offset: this.received, buf }
@@ -181,7 +178,7 @@ export class Fill extends EventEmitter {
   /** Waits until every reader has taken the relayed chunk (or needs nothing more of it). */
   private async drainRelay(): Promise<void> {
     for (;;) {
-      if (this.readerSet.size === 0) throw fatal(this.diskError ?? new Error('no clients left to relay to'))
+      if (this.readerSet.size === 0) throw this.fatalError(this.diskError ?? new Error('no clients left to relay to'))
       const limit = this.relay ? this.relay.offset + this.relay.buf.length : this.writer.written
       let pending = false
       for (const r of this.readerSet) if (r.pos < limit && r.pos <= r.end) pending = true
@@ -190,14 +187,9 @@ export class Fill extends EventEmitter {
     }
   }
 
-  /** The temporary file, or the blob itself once the fill renamed it into place. */
-  async openFile(): Promise<FileHandle> {
-    try {
-      return await open(this.writer.tempPath, 'r')
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && this.state === 'done') return open(this.writer.finalPath, 'r')
-      throw err
-    }
+  private fatalError(err: Error): Error {
+    this.fatal.add(err)
+    return err
   }
 
   /**
@@ -207,8 +199,8 @@ export class Fill extends EventEmitter {
   createReadStream(start: number, end: number): Readable {
     const fill = this
     const reader: Reader = { pos: start, end }
-    let fh: FileHandle | undefined
-    let opening: Promise<FileHandle> | undefined
+    let fh: ReadHandle | undefined
+    let opening: Promise<ReadHandle> | undefined
     let waiting = false
     fill.readerSet.add(reader)
     // Node calls read() again only after a push(); while waiting for bytes the fill's progress
@@ -221,7 +213,7 @@ export class Fill extends EventEmitter {
     }
     const pump = async (): Promise<void> => {
       try {
-        if (!fh) fh = await (opening ??= fill.openFile())
+        if (!fh) fh = await (opening ??= fill.writer.openRead())
         if (fill.state === 'failed' && reader.pos <= end) throw fill.error ?? new Error('fill failed')
         if (reader.pos > end) {
           stream.push(null)
@@ -279,10 +271,6 @@ export class Fill extends EventEmitter {
     })
     return stream
   }
-}
-
-function fatal(err: Error): Error {
-  return Object.assign(err, { fatal: true })
 }
 
 function contentRangeStartsAt(header: string | string[] | undefined, offset: number): boolean {

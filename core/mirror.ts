@@ -46,7 +46,7 @@ export class Mirror {
 
   private constructor(
     private readonly config: Config,
-    private readonly log: Logger,
+    log: Logger,
     clientFactory?: MirrorOptions['clientFactory'],
   ) {
     this.store = new BlobStore(config.dataDir)

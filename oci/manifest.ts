@@ -21,13 +21,14 @@ export class ManifestError extends Error {
  * send text/plain or application/json) the body's `mediaType` decides (PROTOCOL.md §2, rule 8).
  */
 export function inspectManifest(bytes: Buffer, contentType: string | undefined): ManifestInfo {
-  let doc: any
+  let parsed: unknown
   try {
-    doc = JSON.parse(bytes.toString('utf8'))
+    parsed = JSON.parse(bytes.toString('utf8'))
   } catch {
     throw new ManifestError('manifest is not valid JSON')
   }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new ManifestError('manifest is not a JSON object')
+  if (!isObject(parsed)) throw new ManifestError('manifest is not a JSON object')
+  const doc = parsed
   const headerType = (contentType ?? '').split(';')[0].trim()
   let mediaType = MANIFEST_MEDIA_TYPES.has(headerType.toLowerCase()) ? headerType : ''
   if (mediaType === '') {
@@ -42,13 +43,24 @@ export function inspectManifest(bytes: Buffer, contentType: string | undefined):
     if (typeof d === 'string' && isValidDigest(d) && !references.includes(d)) references.push(d)
   }
   if (isSchema1(mediaType)) {
-    for (const l of Array.isArray(doc.fsLayers) ? doc.fsLayers : []) add(l?.blobSum)
+    for (const l of list(doc.fsLayers)) add(l.blobSum)
   } else {
-    add(doc.config?.digest)
-    for (const l of Array.isArray(doc.layers) ? doc.layers : []) add(l?.digest)
-    for (const m of Array.isArray(doc.manifests) ? doc.manifests : []) add(m?.digest)
-    for (const b of Array.isArray(doc.blobs) ? doc.blobs : []) add(b?.digest)
-    add(doc.subject?.digest)
+    if (isObject(doc.config)) add(doc.config.digest)
+    for (const l of list(doc.layers)) add(l.digest)
+    for (const m of list(doc.manifests)) add(m.digest)
+    for (const b of list(doc.blobs)) add(b.digest)
+    if (isObject(doc.subject)) add(doc.subject.digest)
   }
   return { mediaType, references }
+}
+
+type JsonObject = Record<string, unknown>
+
+function isObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** The objects of a JSON array (other elements skipped); nothing when it is not an array. */
+function list(v: unknown): JsonObject[] {
+  return Array.isArray(v) ? v.filter(isObject) : []
 }

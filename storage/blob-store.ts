@@ -7,6 +7,7 @@ import { createReadStream, type ReadStream } from 'node:fs'
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle, readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { blobPath, blobsDir, tmpDir } from './layout.js'
+import type { ContentStore, ContentWriter, ReadHandle } from './content-store.js'
 import { digestAlgorithm } from '../oci/reference.js'
 
 export class DigestMismatchError extends Error {
@@ -19,7 +20,7 @@ export class DigestMismatchError extends Error {
   }
 }
 
-export class BlobStore {
+export class BlobStore implements ContentStore {
   constructor(readonly dataDir: string) {}
 
   /** Creates the directories and removes fills that a previous process left unfinished. */
@@ -113,10 +114,11 @@ export class BlobStore {
  * A blob being written. Readers may read the temporary file up to `written` bytes while the
  * write goes on (see core/fill.ts); only commit() makes it visible under its digest.
  */
-export class BlobWriter {
+export class BlobWriter implements ContentWriter {
   written = 0
   private readonly hash: Hash
   private closed = false
+  private committed = false
 
   constructor(
     readonly digest: string,
@@ -162,7 +164,19 @@ export class BlobWriter {
     await this.fh.close()
     this.closed = true
     await mkdir(dirname(this.finalPath), { recursive: true })
+    // Set first: a reader that finds the temporary file gone must look for the final one.
+    this.committed = true
     await rename(this.tempPath, this.finalPath)
+  }
+
+  /** The temporary file, or the blob itself once commit() renamed it into place. */
+  async openRead(): Promise<ReadHandle> {
+    try {
+      return await open(this.tempPath, 'r')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && this.committed) return open(this.finalPath, 'r')
+      throw err
+    }
   }
 
   async abort(): Promise<void> {

@@ -7,7 +7,7 @@ import { Agent, interceptors, request, type Dispatcher } from 'undici'
 import type { Readable } from 'node:stream'
 import type { UpstreamConfig } from '../config/config.js'
 import { parseChallenges } from './challenge.js'
-import { TokenCache, tokenKey, type TokenRequest } from './token-cache.js'
+import { TokenCache, TokenError, tokenKey, type TokenRequest } from './token-cache.js'
 import { UpstreamUnreachableError, classifyTransportError } from './errors.js'
 
 export interface UpstreamRequest {
@@ -98,8 +98,7 @@ export class UpstreamClient {
     } catch (err) {
       // The token service refusing us is an authorization answer (passed on); the token
       // service failing (5xx, 429) is an outage like any other.
-      const status = (err as { code?: string; status?: number }).code === 'UPSTREAM_TOKEN_FAILED' ? (err as { status: number }).status : undefined
-      if (status !== undefined && status < 500 && status !== 429) return res
+      if (err instanceof TokenError && err.status > 0 && err.status < 500 && err.status !== 429) return res
       await res.body.dump().catch(() => {})
       throw new UpstreamUnreachableError(this.name, classifyTransportError(err), err)
     }
