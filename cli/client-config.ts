@@ -1,5 +1,5 @@
 // Client configuration for containerd, Docker and podman, generated from the configured
-// upstreams (PROTOCOL.md §4) so what nodes use cannot drift from what the mirror serves.
+// upstreams (docs/protocol.md#clients) so what nodes use cannot drift from what the mirror serves.
 
 import { DOCKER_HUB_ALIASES, DOCKER_HUB_API } from '../oci/reference.js'
 

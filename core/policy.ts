@@ -1,6 +1,6 @@
 // The revalidation policy for a manifest request by tag: a pure function of the cached entry,
 // what upstream answered, the time and the upstream's configuration. Each branch is one row of
-// the behaviour contract in DESIGN.md; test/unit/policy.test.ts walks every row.
+// the behaviour contract in docs/behaviour.md#revalidation-contract; test/unit/policy.test.ts walks every row.
 
 import type { OnNotFound, OnRollback } from '../config/config.js'
 import type { TransportFailure } from '../upstream/errors.js'
@@ -56,7 +56,7 @@ export interface PolicyInput {
 export function decideTag({ cached, outcome, heldBefore, now, config }: PolicyInput): TagAction {
   switch (outcome.kind) {
     case 'found': {
-      // Contract 2: unchanged digest → cached manifest, no GET.
+      // docs/behaviour.md#r2-unchanged-digest: unchanged digest → cached manifest, no GET.
       if (cached && cached.digest === outcome.digest) return { action: 'serve-cached', reason: 'unchanged', digest: cached.digest }
       if (!cached) return { action: 'fetch', digest: outcome.digest, change: 'first-seen' }
       // Digest equality says "different", not "newer": a move back to a digest the tag held
@@ -67,10 +67,10 @@ export function decideTag({ cached, outcome, heldBefore, now, config }: PolicyIn
         }
         return { action: 'fetch', digest: outcome.digest, change: 'rollback', previousDigest: cached.digest }
       }
-      // Contract 3: changed → fetch by digest.
+      // docs/behaviour.md#r3-changed-digest: changed → fetch by digest.
       return { action: 'fetch', digest: outcome.digest, change: 'changed', previousDigest: cached.digest }
     }
-    // Contract 5: authorization is never answered from cache.
+    // docs/behaviour.md#r5-authorization-is-never-answered-from-cache: authorization is never answered from cache.
     case 'denied':
       return { action: 'pass', status: outcome.status }
     case 'not-found':
@@ -78,7 +78,7 @@ export function decideTag({ cached, outcome, heldBefore, now, config }: PolicyIn
       return { action: 'pass', status: 404, forget: true }
     case 'unexpected':
       return { action: 'pass', status: outcome.status }
-    // Contract 4: upstream unavailable → stale within the limit, else 503 (or the 429 itself).
+    // docs/behaviour.md#r4-upstream-cannot-answer-stale-or-503: upstream unavailable → stale within the limit, else 503 (or the 429 itself).
     case 'rate-limited':
       return staleOr(cached, 'rate-limited', now, config, { action: 'pass', status: 429, retryAfter: outcome.retryAfter })
     case 'server-error':

@@ -1,4 +1,4 @@
-// Which upstream a request is for (PROTOCOL.md §4): `?ns=<host>` (containerd), else a leading
+// Which upstream a request is for (docs/protocol.md#upstream-selection): `?ns=<host>` (containerd), else a leading
 // path component naming a configured upstream (podman, skopeo: /v2/ghcr.io/org/app/...), else
 // the default. Only configured upstreams: an open `ns` would let anyone make the mirror fetch
 // arbitrary hosts.

@@ -1,5 +1,5 @@
 // What regcache needs to know about a manifest's bytes: its media type and the digests it
-// references. The bytes themselves are never re-serialised (PROTOCOL.md §2, rule 1).
+// references. The bytes themselves are never re-serialised (docs/protocol.md#manifest-responses).
 
 import { MANIFEST_MEDIA_TYPES, isSchema1 } from './media-types.js'
 import { isValidDigest } from './reference.js'
@@ -18,7 +18,7 @@ export class ManifestError extends Error {
 
 /**
  * Parses manifest bytes. `contentType` is upstream's header; when it is generic (some registries
- * send text/plain or application/json) the body's `mediaType` decides (PROTOCOL.md §2, rule 8).
+ * send text/plain or application/json) the body's `mediaType` decides (docs/protocol.md#generic-content-types).
  */
 export function inspectManifest(bytes: Buffer, contentType: string | undefined): ManifestInfo {
   let parsed: unknown

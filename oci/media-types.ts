@@ -1,4 +1,4 @@
-// Content negotiation keys (PROTOCOL.md §2, rule 3). One tag can resolve to different digests for
+// Content negotiation keys (docs/protocol.md#accept-negotiation-and-tag-keys). One tag can resolve to different digests for
 // clients that accept different manifest types, so tags are cached per normalised Accept set.
 
 export const MEDIA_TYPES = {

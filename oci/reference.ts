@@ -1,4 +1,4 @@
-// Repository names, tags and digests as the OCI distribution spec defines them (spec.md,
+// Repository names, tags and digests as the OCI distribution spec defines them (https://github.com/opencontainers/distribution-spec/blob/main/spec.md,
 // "Pulling manifests"). Anything that reaches storage or upstream has passed these checks.
 
 const NAME_COMPONENT = '[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*'
@@ -22,7 +22,7 @@ export function isValidDigest(digest: string): boolean {
   return DIGEST_RE.test(digest)
 }
 
-/** A reference containing ':' is a digest (spec.md); it may still be malformed. */
+/** A reference containing ':' is a digest (the distribution spec); it may still be malformed. */
 export function looksLikeDigest(reference: string): boolean {
   return reference.includes(':') || DIGEST_SHAPE_RE.test(reference)
 }

@@ -1,5 +1,5 @@
 // Single byte ranges (RFC 9110 §14.1.2), with the answers the OCI conformance suite checks
-// (PROTOCOL.md §1). Multi-range requests are answered with the whole body: podman falls back,
+// (docs/protocol.md#blob-responses-and-ranges). Multi-range requests are answered with the whole body: podman falls back,
 // and a single-part 206 to a multi-range request would be wrong.
 
 export type RangeResult =

@@ -1,6 +1,6 @@
 // HTTP to one upstream registry: token auth, redirects, timeouts. Knows nothing of storage.
 // Uses undici.request (not fetch, which decompresses) with Accept-Encoding: identity so the
-// bytes hashed are the bytes upstream stored (PROTOCOL.md §2, rule 9).
+// bytes hashed are the bytes upstream stored (docs/protocol.md#upstream-requests).
 
 import { readFileSync } from 'node:fs'
 import { Agent, interceptors, request, type Dispatcher } from 'undici'

@@ -1,5 +1,5 @@
 // Transport failures, classified by error code (never by message) into the named cases the
-// revalidation policy answers (DESIGN.md: "what exactly counts as cannot pull").
+// revalidation policy answers (docs/behaviour.md#r9-what-counts-as-cannot-pull).
 
 export type TransportFailure = 'refused' | 'reset' | 'dns' | 'timeout' | 'tls' | 'other'
 

@@ -1,4 +1,4 @@
-// Blobs by digest (DESIGN.md "A request by digest", PROTOCOL.md §5): one upstream download per
+// Blobs by digest (docs/behaviour.md#by-digest-guarantees): one upstream download per
 // blob however many clients ask, streamed to each of them while it is written and verified;
 // cut connections resumed with Range; wrong bytes never served whole nor kept; a crash mid-download
 // leaves nothing behind; `regcache fsck` finds and repairs damaged files. Real parts throughout:

@@ -1,4 +1,4 @@
-// Docker as a client (PROTOCOL.md §4): dockerd with the daemon.json `regcache client-config
+// Docker as a client (docs/protocol.md#docker): dockerd with the daemon.json `regcache client-config
 // docker` writes (`registry-mirrors`), pulling a Docker Hub image. The mirror sees plain
 // /v2/library/<name>/… requests (no ns, no prefix) and answers them from its default upstream.
 

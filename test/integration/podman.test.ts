@@ -1,4 +1,4 @@
-// podman as a client (PROTOCOL.md §4): registries.conf from `regcache client-config podman`
+// podman as a client (docs/protocol.md#podman-and-skopeo): registries.conf from `regcache client-config podman`
 // makes podman pull docker.io images from mirror.example/docker.io/…, i.e. regcache sees
 // /v2/docker.io/library/<name>/… and routes by that path prefix (no ns).
 

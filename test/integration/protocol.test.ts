@@ -1,4 +1,4 @@
-// The pull side of the OCI distribution API (PROTOCOL.md §1, §2, §4) checked with direct HTTP
+// The pull side of the OCI distribution API (docs/protocol.md) checked with direct HTTP
 // requests: regcache in front of two real registries (Debian's docker-registry 2.8), every answer
 // compared with what the registry itself serves. Upstreams: `docker.io` (default; single-component
 // names get `library/`) and `ghcr.io`. Each sits behind a pass-through that paginates tags/list

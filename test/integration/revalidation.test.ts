@@ -1,4 +1,4 @@
-// The revalidation contract (DESIGN.md) with real parts: containerd pulling through regcache,
+// The revalidation contract (docs/behaviour.md#revalidation-contract) with real parts: containerd pulling through regcache,
 // a real registry behind a TCP forwarder that refuses, hangs or passes connections.
 
 import { execFile } from 'node:child_process'

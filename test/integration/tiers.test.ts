@@ -1,4 +1,4 @@
-// Chained mirrors (DESIGN.md, "chaining mirrors"): containerd → node-level regcache →
+// Chained mirrors (docs/protocol.md#chaining-mirrors): containerd → node-level regcache →
 // cluster-level regcache → upstream registries. The node tier reaches the cluster tier through
 // a path prefix (upstream url http://cluster/docker.io), the cluster tier routes by it.
 

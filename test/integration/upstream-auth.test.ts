@@ -1,4 +1,4 @@
-// Upstream authentication and upstream misbehaviour (PROTOCOL.md §3), end to end:
+// Upstream authentication and upstream misbehaviour (docs/protocol.md#upstream-authentication), end to end:
 // 1. a real docker-registry with `auth: token:` against a token server of our own (RS256 JWTs,
 //    x5c = a self-signed openssl certificate): anonymous tokens for public repositories, refusal
 //    for private ones, Basic credentials on the token request when configured, token caching and
@@ -192,7 +192,7 @@ t.test('upstream authentication, redirects and a lying upstream', async (t) => {
     t.not(header(m, 'docker-content-digest'), priv.manifestDigest, 'no digest of the private manifest in the refusal')
     const h = await head(rcShared, '/v2/private/app/manifests/1')
     t.ok(h.status === 401 || h.status === 403, `HEAD private/app:1 refused (got ${h.status})`)
-    // By digest, PROTOCOL.md §2 rule 5 makes content immutable and served without asking upstream;
+    // By digest, docs/behaviour.md#b1-content-by-digest-is-immutable makes content immutable and served without asking upstream;
     // report what happens rather than assert it.
     const byDigest = await getManifest(rcShared, 'private/app', priv.manifestDigest)
     const blob = await get(rcShared, `/v2/private/app/blobs/${priv.layerDigests[0]}`)

@@ -1,5 +1,5 @@
-// Accept normalisation (PROTOCOL.md §2, rule 3): a tag is cached per accepted set of manifest
-// types, never per raw Accept string. And the Accept forwarded upstream is the client's (rule 2).
+// Accept normalisation (docs/protocol.md#accept-negotiation-and-tag-keys): a tag is cached per accepted set of manifest
+// types, never per raw Accept string. And the Accept forwarded upstream is the client's.
 import t from 'tap'
 import { MEDIA_TYPES, acceptHeader, acceptKey, isIndexType, isSchema1 } from '../../oci/media-types.js'
 

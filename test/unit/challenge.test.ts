@@ -1,4 +1,4 @@
-// WWW-Authenticate parsing (RFC 9110 §11.6.1 and what registries really send, PROTOCOL.md §3).
+// WWW-Authenticate parsing (RFC 9110 §11.6.1 and what registries really send, docs/protocol.md#upstream-authentication).
 import t from 'tap'
 import { parseChallenges, type Challenge } from '../../upstream/challenge.js'
 

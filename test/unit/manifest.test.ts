@@ -1,5 +1,5 @@
-// Manifest inspection: media type (header, or the body when the header is generic: PROTOCOL.md
-// §2 rule 8) and every digest a client may fetch next.
+// Manifest inspection: media type (header, or the body when the header is generic:
+// docs/protocol.md#generic-content-types) and every digest a client may fetch next.
 import t from 'tap'
 import { MEDIA_TYPES } from '../../oci/media-types.js'
 import { ManifestError, inspectManifest, type ManifestInfo } from '../../oci/manifest.js'

@@ -1,4 +1,4 @@
-// The revalidation policy against the behaviour contract (DESIGN.md, "Behaviour contract"):
+// The revalidation policy against the behaviour contract (docs/behaviour.md#revalidation-contract):
 // one table row per rule, each named by the rule it checks.
 import t from 'tap'
 import {
@@ -37,7 +37,7 @@ interface Row {
 }
 
 const rows: Row[] = [
-  // Contract 2: digest unchanged.
+  // docs/behaviour.md#r2-unchanged-digest: digest unchanged.
   {
     name: 'unchanged digest → serve the cached manifest, no GET',
     cached: fresh,
@@ -58,7 +58,7 @@ const rows: Row[] = [
     outcome: { kind: 'found', digest: A },
     expect: { action: 'serve-cached', reason: 'unchanged', digest: A },
   },
-  // Contract 3: digest changed.
+  // docs/behaviour.md#r3-changed-digest: digest changed.
   {
     name: 'changed digest → fetch by digest, change=changed, previousDigest=cached digest',
     cached: fresh,
@@ -96,7 +96,7 @@ const rows: Row[] = [
     expect: { action: 'serve-cached', reason: 'rollback-refused', digest: A, refusedDigest: B },
   },
 
-  // Contract 4: unreachable / timeout / 5xx / 429 → stale within the limit, else 503 (or 429).
+  // docs/behaviour.md#r4-upstream-cannot-answer-stale-or-503: unreachable / timeout / 5xx / 429 → stale within the limit, else 503 (or 429).
   ...(['refused', 'reset', 'dns', 'timeout', 'tls', 'other'] as TransportFailure[]).flatMap((failure): Row[] => [
     {
       name: `transport failure "${failure}" with a cache within stale.maxAge → serve stale`,
@@ -216,7 +216,7 @@ const rows: Row[] = [
     expect: { action: 'unavailable', reason: 'down', staleAgeMs: SEC },
   },
 
-  // Contract 5: authorization is never answered from cache.
+  // docs/behaviour.md#r5-authorization-is-never-answered-from-cache: authorization is never answered from cache.
   ...[401, 403].flatMap((status): Row[] => [
     {
       name: `upstream ${status} with a fresh cache → passed on, never served from cache`,
@@ -238,7 +238,7 @@ const rows: Row[] = [
       expect: { action: 'pass', status },
     },
   ]),
-  // Contract 5: 404 configurable.
+  // docs/behaviour.md#r6-tag-not-found: 404 configurable.
   {
     name: 'upstream 404 by default (passthrough) → pass 404 and forget the cached tag',
     cached: fresh,
@@ -273,7 +273,7 @@ const rows: Row[] = [
     expect: { action: 'pass', status: 404, forget: true },
   },
 
-  // Contract 4: circuit open → answered from cache at once.
+  // docs/behaviour.md#r8-circuit-breaker: circuit open → answered from cache at once.
   {
     name: 'upstream down (circuit open) with a cache within stale.maxAge → serve stale, reason down',
     cached: fresh,

@@ -1,5 +1,5 @@
 // Range requests (RFC 9110 §14) with the cases the OCI conformance suite checks on a
-// 2048-byte blob (PROTOCOL.md §1).
+// 2048-byte blob (docs/protocol.md#blob-responses-and-ranges).
 import t from 'tap'
 import { parseRange, type RangeResult } from '../../server/range.js'
 

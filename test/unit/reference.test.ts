@@ -1,4 +1,4 @@
-// Names, tags and digests as the distribution spec defines them (PROTOCOL.md §1), /v2/ path
+// Names, tags and digests as the distribution spec defines them (docs/protocol.md#names-tags-and-digests), /v2/ path
 // parsing (matched from the right), and image references with Docker's defaulting rules.
 import t from 'tap'
 import {

@@ -1,4 +1,4 @@
-// Upstream selection (PROTOCOL.md §4): `ns` first, then a leading path component naming a
+// Upstream selection (docs/protocol.md#upstream-selection): `ns` first, then a leading path component naming a
 // configured upstream, then the default. Only configured upstreams are ever chosen.
 import t from 'tap'
 import { RegistryError } from '../../core/errors.js'
