@@ -41,7 +41,7 @@ export async function historyCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${h.upstream}/${h.repository}${h.tag ? `:${h.tag}` : ''}\n\nDigests:\n`)
     if (h.digests.length === 0) process.stdout.write('  (none recorded)\n')
     for (const d of h.digests) {
-      process.stdout.write(`  ${d.current ? '*' : ' '} ${d.digest}  first ${iso(d.firstSeen)}  last ${iso(d.lastSeen)}  accept ${d.acceptKey}\n`)
+      process.stdout.write(`  ${d.current ? '*' : ' '} ${h.tag ? '' : `${d.tag}  `}${d.digest}  ${d.mediaType ?? '(media type unknown)'}  first ${iso(d.firstSeen)}  last ${iso(d.lastSeen)}\n`)
     }
     process.stdout.write('\nEvents (newest first):\n')
     if (h.events.length === 0) process.stdout.write('  (none recorded)\n')

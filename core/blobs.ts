@@ -108,7 +108,7 @@ export class Blobs {
     })
     await res.body.dump().catch(() => {})
     if (res.status === 200) {
-      this.meta.linkWithChildren(t.upstream.name, t.repository, digest)
+      this.meta.link(t.upstream.name, t.repository, digest)
       return true
     }
     throw errorForUpstreamStatus(res.status, 'BLOB_UNKNOWN', headerValue(res.headers['retry-after']))

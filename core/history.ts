@@ -1,4 +1,6 @@
-// Reading a tag's digest history, shared by `regcache history` and GET /api/history.
+// Reading a tag's digest history, shared by `regcache history` and GET /api/history: each digest
+// the tag pointed at once, with the media type it was served as and whether some client is
+// served it now, and the events, newest first.
 
 import type { Config } from '../config/config.js'
 import type { HistoryEvent, Metadata, TagDigestRow } from '../storage/metadata.js'
@@ -23,17 +25,12 @@ export function readHistory(meta: Metadata, image: string, config: Config, limit
   const repository = repositoryFor(upstream, ref.repository)
   const tag = ref.tag
   const rows = meta.tagDigests(upstream, repository, tag)
-  const current = new Set<string>()
-  for (const r of rows) {
-    const t = meta.getTag({ upstream, repository, tag: r.tag, acceptKey: r.acceptKey })
-    if (t?.digest === r.digest) current.add(`${r.tag}\n${r.acceptKey}\n${r.digest}`)
-  }
   return {
     image,
     upstream,
     repository,
     tag,
-    digests: rows.map((r) => ({ ...r, current: current.has(`${r.tag}\n${r.acceptKey}\n${r.digest}`) })),
+    digests: rows.map((r) => ({ ...r, current: meta.digestStanding({ upstream, repository, tag: r.tag }, r.digest) === 'current' })),
     events: meta.events(upstream, repository, tag, limit),
   }
 }

@@ -35,8 +35,13 @@ export type StaleReason = TransportFailure | 'server-error' | 'rate-limited' | '
 export type TagAction =
   /** Serve the cached manifest; nothing changed (or upstream's move is refused). */
   | { action: 'serve-cached'; reason: 'unchanged' | 'rollback-refused'; digest: string; refusedDigest?: string }
-  /** Fetch this digest by digest, verify, store, move the tag, serve. */
-  | { action: 'fetch'; digest: string; change: 'first-seen' | 'changed' | 'rollback'; previousDigest?: string }
+  /**
+   * Fetch this digest by digest (unless held), verify, store, move the tag, serve. `same`: a
+   * client kind new to the tag gets the digest others are served now (no event).
+   */
+  | { action: 'fetch'; digest: string; change: 'first-seen' | 'changed' | 'rollback' | 'same'; previousDigest?: string }
+  /** onRollback: refuse, and this client kind has no digest of its own to keep serving: 503. */
+  | { action: 'refuse'; refusedDigest: string }
   /** Upstream could not answer; serve the cached manifest and say it is stale. */
   | { action: 'serve-stale'; digest: string; reason: StaleReason; ageMs: number }
   /** Pass upstream's status on (401/403/404/429/other 4xx). `forget` drops the cached tag. */
@@ -44,29 +49,41 @@ export type TagAction =
   /** 503 UNAVAILABLE: upstream failed and there is nothing fresh enough to serve. */
   | { action: 'unavailable'; reason: StaleReason; staleAgeMs?: number }
 
+/**
+ * For a `found` outcome, where the digest stands in the tag's history, whoever asked: the tag's
+ * digest for some client now, a digest it pointed at before (a move back to it is a rollback), or
+ * never seen.
+ */
+export type DigestStanding = 'current' | 'held-before' | 'new'
+
 export interface PolicyInput {
+  /** This client kind's (Accept set's) cached entry. */
   cached: CachedTag | undefined
+  /** Another client kind's current entry whose media type this client accepts, if any. */
+  fallback?: CachedTag
   outcome: UpstreamOutcome
-  /** For a `found` outcome: did this tag point at that digest at some earlier time? */
-  heldBefore: boolean
+  standing: DigestStanding
   now: number
   config: PolicyConfig
 }
 
-export function decideTag({ cached, outcome, heldBefore, now, config }: PolicyInput): TagAction {
+export function decideTag({ cached, fallback, outcome, standing, now, config }: PolicyInput): TagAction {
   switch (outcome.kind) {
     case 'found': {
       // docs/behaviour.md#r2-unchanged-digest: unchanged digest → cached manifest, no GET.
       if (cached && cached.digest === outcome.digest) return { action: 'serve-cached', reason: 'unchanged', digest: cached.digest }
-      if (!cached) return { action: 'fetch', digest: outcome.digest, change: 'first-seen' }
-      // Digest equality says "different", not "newer": a move back to a digest the tag held
-      // before is a rollback (a registry restored from backup), which may be refused.
-      if (heldBefore) {
+      // docs/behaviour.md#r7-rollback: digest equality says "different", not "newer": a move back
+      // to a digest the tag held before (and no client is served now) is a rollback (a registry
+      // restored from backup), whichever client's request revealed it; it may be refused.
+      if (standing === 'held-before') {
+        const base = cached ?? fallback
         if (config.onRollback === 'refuse') {
-          return { action: 'serve-cached', reason: 'rollback-refused', digest: cached.digest, refusedDigest: outcome.digest }
+          if (!base) return { action: 'refuse', refusedDigest: outcome.digest }
+          return { action: 'serve-cached', reason: 'rollback-refused', digest: base.digest, refusedDigest: outcome.digest }
         }
-        return { action: 'fetch', digest: outcome.digest, change: 'rollback', previousDigest: cached.digest }
+        return { action: 'fetch', digest: outcome.digest, change: 'rollback', previousDigest: base?.digest }
       }
+      if (!cached) return { action: 'fetch', digest: outcome.digest, change: standing === 'current' ? 'same' : 'first-seen' }
       // docs/behaviour.md#r3-changed-digest: changed → fetch by digest.
       return { action: 'fetch', digest: outcome.digest, change: 'changed', previousDigest: cached.digest }
     }

@@ -81,6 +81,12 @@ export class Upstreams {
     }
   }
 
+  /** A response whose body broke or stalled after its headers: a failure like any other. */
+  bodyFailed(up: Upstream, failure: string): void {
+    this.metrics.upstreamRequests.inc({ upstream: up.name, method: 'GET', status: `body_${failure}` })
+    up.health.failure(failure)
+  }
+
   private async probe(name: string): Promise<boolean> {
     const up = this.byName.get(name)
     if (!up) return false

@@ -1,77 +1,11 @@
 // The metadata database (better-sqlite3, WAL). Knows SQL, nothing of HTTP or files.
-// Every statement is prepared once in the constructor; the schema is versioned in user_version.
+// Every statement is prepared once in the constructor; the schema is versioned in user_version
+// and older versions are migrated in place (storage/metadata-schema.ts).
 
 import Database from 'better-sqlite3'
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
-
-const SCHEMA_VERSION = 1
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS content (
-  digest      TEXT PRIMARY KEY,
-  size        INTEGER NOT NULL,
-  media_type  TEXT,              -- set for manifests, NULL for layers and configs
-  created_at  INTEGER NOT NULL,
-  last_access INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS content_last_access ON content(last_access);
-
--- Which digests a manifest references, so a manifest's children become visible in its repository.
-CREATE TABLE IF NOT EXISTS manifest_refs (
-  manifest TEXT NOT NULL,
-  child    TEXT NOT NULL,
-  PRIMARY KEY (manifest, child)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs(child);
-
--- A digest is served for (upstream, repository) only once it was seen to belong there.
-CREATE TABLE IF NOT EXISTS repo_content (
-  upstream   TEXT NOT NULL,
-  repository TEXT NOT NULL,
-  digest     TEXT NOT NULL,
-  PRIMARY KEY (upstream, repository, digest)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS tags (
-  upstream   TEXT NOT NULL,
-  repository TEXT NOT NULL,
-  tag        TEXT NOT NULL,
-  accept_key TEXT NOT NULL,
-  digest     TEXT NOT NULL,
-  checked_at INTEGER NOT NULL,   -- last time upstream confirmed this digest
-  PRIMARY KEY (upstream, repository, tag, accept_key)
-) WITHOUT ROWID;
-
--- Every digest a tag was seen to point at.
-CREATE TABLE IF NOT EXISTS tag_digests (
-  upstream   TEXT NOT NULL,
-  repository TEXT NOT NULL,
-  tag        TEXT NOT NULL,
-  accept_key TEXT NOT NULL,
-  digest     TEXT NOT NULL,
-  first_seen INTEGER NOT NULL,
-  last_seen  INTEGER NOT NULL,
-  PRIMARY KEY (upstream, repository, tag, accept_key, digest)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS events (
-  id              INTEGER PRIMARY KEY,
-  at              INTEGER NOT NULL,
-  last_at         INTEGER NOT NULL,
-  upstream        TEXT NOT NULL,
-  repository      TEXT NOT NULL,
-  tag             TEXT NOT NULL,
-  accept_key      TEXT NOT NULL,
-  type            TEXT NOT NULL,
-  digest          TEXT,
-  previous_digest TEXT,
-  detail          TEXT,
-  count           INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS events_tag ON events(upstream, repository, tag, id);
-CREATE INDEX IF NOT EXISTS events_type ON events(type, id);
-`
+import { SCHEMA_VERSION, migrate } from './metadata-schema.js'
 
 export interface ContentRow {
   digest: string
@@ -84,20 +18,19 @@ export interface TagRow {
   checkedAt: number
 }
 
-export interface TagKey {
-  upstream: string
-  repository: string
-  tag: string
+/** A tag as one client population sees it: `acceptKey` is the normalised set of manifest types it accepts. */
+export interface TagKey extends TagRef {
   acceptKey: string
 }
 
-export type EventType =
-  | 'first_seen'
-  | 'changed'
-  | 'rollback'
-  | 'rollback_refused'
-  | 'stale_served'
-  | 'upstream_not_found'
+/** A tag, whoever asks. */
+export interface TagRef {
+  upstream: string
+  repository: string
+  tag: string
+}
+
+export type EventType = 'first_seen' | 'changed' | 'rollback' | 'rollback_refused' | 'stale_served' | 'upstream_not_found'
 
 export interface HistoryEvent {
   id: number
@@ -106,6 +39,7 @@ export interface HistoryEvent {
   upstream: string
   repository: string
   tag: string
+  /** The Accept set of the request that revealed the event. */
   acceptKey: string
   type: EventType
   digest: string | null
@@ -113,6 +47,18 @@ export interface HistoryEvent {
   detail: string | null
   count: number
 }
+
+/** Every digest a tag was seen to point at, once, with the media type it was served as. */
+export interface TagDigestRow {
+  tag: string
+  digest: string
+  mediaType: string | null
+  firstSeen: number
+  lastSeen: number
+}
+
+/** Where a digest upstream names for a tag stands in the tag's own history. */
+export type DigestStanding = 'current' | 'held-before' | 'new'
 
 /** An events row as SQLite stores it. */
 interface EventRow {
@@ -135,49 +81,53 @@ export interface OpenOptions {
   readonly?: boolean
 }
 
-export interface TagDigestRow {
-  tag: string
-  acceptKey: string
-  digest: string
-  firstSeen: number
-  lastSeen: number
-}
+/** Accept sets kept per tag; beyond it the least recently confirmed is dropped. */
+export const MAX_ACCEPT_SETS_PER_TAG = 16
 
 export class Metadata {
   readonly db: Database.Database
   private readonly s
   private readonly pendingAccess = new Map<string, number>()
+  /** Running totals of the content table, so no request or scrape sums it. */
+  private readonly sums: { count: number; bytes: number }
+  private readonly readonly: boolean
 
   constructor(path: string, opts: OpenOptions = {}) {
-    if (path !== ':memory:' && !opts.readonly) mkdirSync(dirname(path), { recursive: true })
-    this.db = new Database(path, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true })
+    this.readonly = opts.readonly === true
+    if (path !== ':memory:' && !this.readonly) mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+    this.db = new Database(path, { readonly: this.readonly, fileMustExist: this.readonly })
     const version = this.db.pragma('user_version', { simple: true }) as number
     if (version > SCHEMA_VERSION) {
       this.db.close()
       throw new Error(`${path} was written by a newer regcache (schema ${version}, this one knows ${SCHEMA_VERSION})`)
     }
     this.db.pragma('busy_timeout = 5000')
-    if (!opts.readonly) {
+    // Page cache and memory map sized for caches of a million entries.
+    this.db.pragma('cache_size = -65536')
+    this.db.pragma('mmap_size = 268435456')
+    if (!this.readonly) {
       this.db.pragma('journal_mode = WAL')
       this.db.pragma('synchronous = NORMAL')
-      this.db.exec(SCHEMA)
-      this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
+      migrate(this.db, version)
     }
     const db = this.db
     this.s = {
       getContent: db.prepare<[string], ContentRow>('SELECT digest, size, media_type AS mediaType FROM content WHERE digest = ?'),
+      contentSize: db.prepare<[string], { size: number }>('SELECT size FROM content WHERE digest = ?'),
       putContent: db.prepare(
-        `INSERT INTO content (digest, size, media_type, created_at, last_access) VALUES (@digest, @size, @mediaType, @now, @now)
-         ON CONFLICT(digest) DO UPDATE SET size = excluded.size, media_type = COALESCE(excluded.media_type, content.media_type), last_access = excluded.last_access`,
+        `INSERT INTO content (digest, size, media_type, created_at, last_access, verified_at) VALUES (@digest, @size, @mediaType, @now, @now, @now)
+         ON CONFLICT(digest) DO UPDATE SET size = excluded.size, media_type = COALESCE(excluded.media_type, content.media_type), last_access = excluded.last_access, verified_at = excluded.verified_at`,
       ),
       deleteContent: db.prepare('DELETE FROM content WHERE digest = ?'),
+      unlinkAll: db.prepare('DELETE FROM repo_content WHERE digest = ?'),
       touch: db.prepare('UPDATE content SET last_access = MAX(last_access, ?) WHERE digest = ?'),
-      putRef: db.prepare('INSERT OR IGNORE INTO manifest_refs (manifest, child) VALUES (?, ?)'),
-      refsOf: db.prepare<[string], { child: string }>('SELECT child FROM manifest_refs WHERE manifest = ?'),
-      link: db.prepare('INSERT OR IGNORE INTO repo_content (upstream, repository, digest) VALUES (?, ?, ?)'),
-      isLinked: db.prepare<[string, string, string], { one: number }>(
-        'SELECT 1 AS one FROM repo_content WHERE upstream = ? AND repository = ? AND digest = ?',
+      verifiedAt: db.prepare<[string], { verifiedAt: number | null }>('SELECT verified_at AS verifiedAt FROM content WHERE digest = ?'),
+      markVerified: db.prepare('UPDATE content SET verified_at = ? WHERE digest = ?'),
+      scrubPage: db.prepare<[string, number, number], { digest: string; size: number; mediaType: string | null }>(
+        'SELECT digest, size, media_type AS mediaType FROM content WHERE digest > ? AND COALESCE(verified_at, 0) < ? ORDER BY digest LIMIT ?',
       ),
+      link: db.prepare('INSERT OR IGNORE INTO repo_content (upstream, repository, digest) VALUES (?, ?, ?)'),
+      isLinked: db.prepare<[string, string, string], { one: number }>('SELECT 1 AS one FROM repo_content WHERE upstream = ? AND repository = ? AND digest = ?'),
       getTag: db.prepare<[string, string, string, string], TagRow>(
         'SELECT digest, checked_at AS checkedAt FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept_key = ?',
       ),
@@ -186,65 +136,98 @@ export class Metadata {
          FROM tags t LEFT JOIN content c ON c.digest = t.digest
          WHERE t.upstream = ? AND t.repository = ? AND t.tag = ? ORDER BY t.checked_at DESC`,
       ),
+      lastChecked: db.prepare<[string, string, string], { at: number | null }>(
+        'SELECT MAX(checked_at) AS at FROM tags WHERE upstream = ? AND repository = ? AND tag = ?',
+      ),
+      isCurrent: db.prepare<[string, string, string, string], { one: number }>(
+        'SELECT 1 AS one FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND digest = ? LIMIT 1',
+      ),
       putTag: db.prepare(
         `INSERT INTO tags (upstream, repository, tag, accept_key, digest, checked_at) VALUES (@upstream, @repository, @tag, @acceptKey, @digest, @now)
          ON CONFLICT(upstream, repository, tag, accept_key) DO UPDATE SET digest = excluded.digest, checked_at = excluded.checked_at`,
+      ),
+      pruneTag: db.prepare(
+        `DELETE FROM tags WHERE upstream = @upstream AND repository = @repository AND tag = @tag AND accept_key NOT IN (
+           SELECT accept_key FROM tags WHERE upstream = @upstream AND repository = @repository AND tag = @tag ORDER BY checked_at DESC LIMIT @keep)`,
       ),
       checkedTag: db.prepare(
         'UPDATE tags SET checked_at = @now WHERE upstream = @upstream AND repository = @repository AND tag = @tag AND accept_key = @acceptKey',
       ),
       deleteTags: db.prepare('DELETE FROM tags WHERE upstream = ? AND repository = ? AND tag = ?'),
+      deleteTagEntry: db.prepare('DELETE FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept_key = ?'),
       seenDigest: db.prepare(
-        `INSERT INTO tag_digests (upstream, repository, tag, accept_key, digest, first_seen, last_seen) VALUES (@upstream, @repository, @tag, @acceptKey, @digest, @now, @now)
-         ON CONFLICT DO UPDATE SET last_seen = excluded.last_seen`,
+        `INSERT INTO tag_digests (upstream, repository, tag, digest, media_type, first_seen, last_seen) VALUES (@upstream, @repository, @tag, @digest, @mediaType, @now, @now)
+         ON CONFLICT DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen), media_type = COALESCE(excluded.media_type, media_type)`,
       ),
-      heldBefore: db.prepare<[string, string, string, string, string], { one: number }>(
-        'SELECT 1 AS one FROM tag_digests WHERE upstream = ? AND repository = ? AND tag = ? AND accept_key = ? AND digest = ?',
+      heldBefore: db.prepare<[string, string, string, string], { one: number }>(
+        'SELECT 1 AS one FROM tag_digests WHERE upstream = ? AND repository = ? AND tag = ? AND digest = ?',
       ),
       addEvent: db.prepare(
         `INSERT INTO events (at, last_at, upstream, repository, tag, accept_key, type, digest, previous_digest, detail)
          VALUES (@now, @now, @upstream, @repository, @tag, @acceptKey, @type, @digest, @previousDigest, @detail)`,
       ),
-      lastEvent: db.prepare<[string, string, string, string], { id: number; type: EventType; lastAt: number }>(
-        'SELECT id, type, last_at AS lastAt FROM events WHERE upstream = ? AND repository = ? AND tag = ? AND accept_key = ? ORDER BY id DESC LIMIT 1',
+      lastEvent: db.prepare<[string, string, string], { id: number; type: EventType; lastAt: number }>(
+        'SELECT id, type, last_at AS lastAt FROM events WHERE upstream = ? AND repository = ? AND tag = ? ORDER BY id DESC LIMIT 1',
       ),
       bumpEvent: db.prepare('UPDATE events SET count = count + 1, last_at = @now, detail = @detail WHERE id = @id'),
-      eventsOf: db.prepare<[string, string, string, string, number], EventRow>(
-        `SELECT * FROM events WHERE upstream = ? AND repository = ? AND (? = '' OR tag = ?) ORDER BY id DESC LIMIT ?`,
+      eventsOfTag: db.prepare<[string, string, string, number], EventRow>('SELECT * FROM events WHERE upstream = ? AND repository = ? AND tag = ? ORDER BY id DESC LIMIT ?'),
+      eventsOfRepo: db.prepare<[string, string, number], EventRow>('SELECT * FROM events WHERE upstream = ? AND repository = ? ORDER BY id DESC LIMIT ?'),
+      digestsOfTag: db.prepare<[string, string, string], TagDigestRow>(
+        `SELECT tag, digest, media_type AS mediaType, first_seen AS firstSeen, last_seen AS lastSeen FROM tag_digests
+         WHERE upstream = ? AND repository = ? AND tag = ? ORDER BY first_seen`,
       ),
-      digestsOf: db.prepare<[string, string, string, string], TagDigestRow>(
-        `SELECT tag, accept_key AS acceptKey, digest, first_seen AS firstSeen, last_seen AS lastSeen FROM tag_digests
-         WHERE upstream = ? AND repository = ? AND (? = '' OR tag = ?) ORDER BY first_seen`,
+      digestsOfRepo: db.prepare<[string, string], TagDigestRow>(
+        `SELECT tag, digest, media_type AS mediaType, first_seen AS firstSeen, last_seen AS lastSeen FROM tag_digests
+         WHERE upstream = ? AND repository = ? ORDER BY first_seen`,
       ),
       recentEvents: db.prepare<[number], EventRow>('SELECT * FROM events ORDER BY id DESC LIMIT ?'),
-      lru: db.prepare<[number], { digest: string; size: number; lastAccess: number; mediaType: string | null }>(
-        'SELECT digest, size, last_access AS lastAccess, media_type AS mediaType FROM content ORDER BY last_access ASC LIMIT ?',
+      lru: db.prepare<[number, number], { digest: string; size: number; lastAccess: number; mediaType: string | null }>(
+        'SELECT digest, size, last_access AS lastAccess, media_type AS mediaType FROM content ORDER BY last_access ASC LIMIT ? OFFSET ?',
       ),
-      unusedSince: db.prepare<[number], { digest: string; size: number; mediaType: string | null }>(
-        'SELECT digest, size, media_type AS mediaType FROM content WHERE last_access < ?',
+      unusedSince: db.prepare<[number, number], { digest: string; size: number; mediaType: string | null }>(
+        'SELECT digest, size, media_type AS mediaType FROM content WHERE last_access < ? ORDER BY last_access LIMIT ?',
       ),
       allDigests: db.prepare<[], { digest: string }>('SELECT digest FROM content'),
       totals: db.prepare<[], { count: number; bytes: number }>('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM content'),
-      ping: db.prepare<[], { one: number }>('SELECT 1 AS one'),
+      ping: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM (SELECT 1 FROM tags LIMIT 1)'),
     }
+    this.sums = this.s.totals.get() ?? { count: 0, bytes: 0 }
   }
 
   getContent(digest: string): ContentRow | undefined {
     return this.s.getContent.get(digest)
   }
 
-  /** Records stored content; a manifest's children and its repository come in the same transaction. */
-  putContent(row: { digest: string; size: number; mediaType?: string; references?: string[] }, link?: { upstream: string; repository: string }): void {
+  /**
+   * Records stored (verified) content and, when given, the one repository upstream served it
+   * for. Digests a manifest merely references are not linked: only upstream's own answer for a
+   * repository proves that it holds a digest.
+   */
+  putContent(row: { digest: string; size: number; mediaType?: string }, link?: { upstream: string; repository: string }): void {
     const now = Date.now()
     this.db.transaction(() => {
+      const before = this.s.contentSize.get(row.digest)
       this.s.putContent.run({ digest: row.digest, size: row.size, mediaType: row.mediaType ?? null, now })
-      for (const child of row.references ?? []) this.s.putRef.run(row.digest, child)
-      if (link) this.linkWithChildren(link.upstream, link.repository, row.digest)
+      if (before) this.sums.bytes += row.size - before.size
+      else {
+        this.sums.count++
+        this.sums.bytes += row.size
+      }
+      if (link) this.s.link.run(link.upstream, link.repository, row.digest)
     })()
   }
 
+  /** Forgets content and every repository link to it. */
   deleteContent(digest: string): void {
-    this.s.deleteContent.run(digest)
+    this.db.transaction(() => {
+      const before = this.s.contentSize.get(digest)
+      this.s.deleteContent.run(digest)
+      this.s.unlinkAll.run(digest)
+      if (before) {
+        this.sums.count--
+        this.sums.bytes -= before.size
+      }
+    })()
     this.pendingAccess.delete(digest)
   }
 
@@ -253,30 +236,45 @@ export class Metadata {
     this.pendingAccess.set(digest, Date.now())
   }
 
-  flushAccess(): void {
+  /** Writes pending last-access times, at most `limit` per call (the rest stay pending). */
+  flushAccess(limit = Infinity): void {
     if (this.pendingAccess.size === 0) return
-    const entries = [...this.pendingAccess]
-    this.pendingAccess.clear()
+    const entries: [string, number][] = []
+    for (const e of this.pendingAccess) {
+      if (entries.length >= limit) break
+      entries.push(e)
+    }
+    for (const [d] of entries) this.pendingAccess.delete(d)
     this.db.transaction(() => {
       for (const [digest, at] of entries) this.s.touch.run(at, digest)
     })()
   }
 
-  /** Links a digest, and everything a manifest references (recursively: an index's children), to a repository. */
-  linkWithChildren(upstream: string, repository: string, digest: string): void {
-    const queue = [digest]
-    const seen = new Set<string>()
-    while (queue.length > 0) {
-      const d = queue.pop() as string
-      if (seen.has(d)) continue
-      seen.add(d)
-      this.s.link.run(upstream, repository, d)
-      for (const { child } of this.s.refsOf.all(d)) queue.push(child)
-    }
+  get pendingAccessCount(): number {
+    return this.pendingAccess.size
+  }
+
+  /** Upstream served (or confirmed) `digest` for this repository. */
+  link(upstream: string, repository: string, digest: string): void {
+    this.s.link.run(upstream, repository, digest)
   }
 
   isLinked(upstream: string, repository: string, digest: string): boolean {
     return this.s.isLinked.get(upstream, repository, digest) !== undefined
+  }
+
+  /** When the content's bytes were last hashed (at its fill, or by the scrub); undefined if never. */
+  verifiedAt(digest: string): number | undefined {
+    return this.s.verifiedAt.get(digest)?.verifiedAt ?? undefined
+  }
+
+  markVerified(digest: string, at = Date.now()): void {
+    this.s.markVerified.run(at, digest)
+  }
+
+  /** Content not verified since `before`, in digest order after `after` (the scrub's cursor). */
+  unverifiedPage(after: string, before: number, limit: number): { digest: string; size: number; mediaType: string | null }[] {
+    return this.s.scrubPage.all(after, before, limit)
   }
 
   getTag(k: TagKey): TagRow | undefined {
@@ -288,40 +286,54 @@ export class Metadata {
     return this.s.tagEntries.all(upstream, repository, tag)
   }
 
+  /** The last time upstream confirmed the tag for anyone (an outage starts after it). */
+  tagLastChecked(r: TagRef): number | undefined {
+    return this.s.lastChecked.get(r.upstream, r.repository, r.tag)?.at ?? undefined
+  }
+
+  /** Whether `digest` is the tag's digest for some client now, was before, or was never seen. */
+  digestStanding(r: TagRef, digest: string): DigestStanding {
+    if (this.s.isCurrent.get(r.upstream, r.repository, r.tag, digest)) return 'current'
+    return this.s.heldBefore.get(r.upstream, r.repository, r.tag, digest) ? 'held-before' : 'new'
+  }
+
   /** Upstream confirmed the cached digest: refresh checked_at and the digest's last-seen time. */
   confirmTag(k: TagKey, digest: string, now = Date.now()): void {
     this.db.transaction(() => {
       this.s.checkedTag.run({ ...k, now })
-      this.s.seenDigest.run({ ...k, digest, now })
+      this.s.seenDigest.run({ ...k, digest, mediaType: null, now })
     })()
   }
 
-  /** Points a tag at a digest and records the observation. */
-  setTag(k: TagKey, digest: string, now = Date.now()): void {
+  /** Points a tag (for one Accept set) at a digest and records the observation. */
+  setTag(k: TagKey, digest: string, mediaType: string | null = null, now = Date.now()): void {
     this.db.transaction(() => {
       this.s.putTag.run({ ...k, digest, now })
-      this.s.seenDigest.run({ ...k, digest, now })
+      this.s.seenDigest.run({ ...k, digest, mediaType, now })
+      this.s.pruneTag.run({ upstream: k.upstream, repository: k.repository, tag: k.tag, keep: MAX_ACCEPT_SETS_PER_TAG })
     })()
   }
 
   /** Records that upstream now names `digest` without moving the tag (a refused rollback). */
-  observeDigest(k: TagKey, digest: string, now = Date.now()): void {
-    this.s.seenDigest.run({ ...k, digest, now })
+  observeDigest(r: TagRef, digest: string, now = Date.now()): void {
+    this.s.seenDigest.run({ upstream: r.upstream, repository: r.repository, tag: r.tag, digest, mediaType: null, now })
   }
 
-  /** Whether this tag pointed at `digest` at some earlier time. */
-  tagHeld(k: TagKey, digest: string): boolean {
-    return this.s.heldBefore.get(k.upstream, k.repository, k.tag, k.acceptKey, digest) !== undefined
-  }
-
+  /** Forgets every Accept set's entry of a tag (by hand); its history is kept. */
   deleteTag(upstream: string, repository: string, tag: string): number {
     return this.s.deleteTags.run(upstream, repository, tag).changes
+  }
+
+  /** Forgets one Accept set's entry (upstream had no such manifest for it); the others stay. */
+  deleteTagEntry(k: TagKey): number {
+    return this.s.deleteTagEntry.run(k.upstream, k.repository, k.tag, k.acceptKey).changes
   }
 
   /**
    * Appends a history event. With `coalesceSince`, a repeat of the tag's latest event of the same
    * type that was last bumped at or after that time bumps its count instead: one stale_served
-   * event per outage (the outage starts after the tag's last successful check), with a count.
+   * event per tag per outage (the outage starts after the tag's last successful check), with a
+   * count, whichever clients asked.
    */
   addEvent(
     k: TagKey,
@@ -329,7 +341,7 @@ export class Metadata {
     now = Date.now(),
   ): void {
     if (e.coalesceSince !== undefined) {
-      const last = this.s.lastEvent.get(k.upstream, k.repository, k.tag, k.acceptKey)
+      const last = this.s.lastEvent.get(k.upstream, k.repository, k.tag)
       if (last && last.type === e.type && last.lastAt >= e.coalesceSince) {
         this.s.bumpEvent.run({ id: last.id, now, detail: e.detail ?? null })
         return
@@ -339,11 +351,12 @@ export class Metadata {
   }
 
   events(upstream: string, repository: string, tag: string | undefined, limit = 200): HistoryEvent[] {
-    return this.s.eventsOf.all(upstream, repository, tag ?? '', tag ?? '', limit).map(toEvent)
+    const rows = tag === undefined ? this.s.eventsOfRepo.all(upstream, repository, limit) : this.s.eventsOfTag.all(upstream, repository, tag, limit)
+    return rows.map(toEvent)
   }
 
   tagDigests(upstream: string, repository: string, tag: string | undefined): TagDigestRow[] {
-    return this.s.digestsOf.all(upstream, repository, tag ?? '', tag ?? '')
+    return tag === undefined ? this.s.digestsOfRepo.all(upstream, repository) : this.s.digestsOfTag.all(upstream, repository, tag)
   }
 
   recentEvents(limit = 50): HistoryEvent[] {
@@ -351,29 +364,32 @@ export class Metadata {
   }
 
   /** Least recently used content first (the index on last_access keeps this cheap). */
-  leastRecentlyUsed(limit: number): { digest: string; size: number; lastAccess: number; mediaType: string | null }[] {
-    return this.s.lru.all(limit)
+  leastRecentlyUsed(limit: number, offset = 0): { digest: string; size: number; lastAccess: number; mediaType: string | null }[] {
+    return this.s.lru.all(limit, offset)
   }
 
-  unusedSince(at: number): { digest: string; size: number; mediaType: string | null }[] {
-    return this.s.unusedSince.all(at)
+  /** Content unused since `at`, oldest first, one page at a time. */
+  unusedSince(at: number, limit = 1000): { digest: string; size: number; mediaType: string | null }[] {
+    return this.s.unusedSince.all(at, limit)
   }
 
   allContentDigests(): string[] {
     return this.s.allDigests.all().map((r) => r.digest)
   }
 
+  /** Number and bytes of stored content: kept up to date in memory, read from the file when read-only. */
   totals(): { count: number; bytes: number } {
-    return this.s.totals.get() ?? { count: 0, bytes: 0 }
+    if (this.readonly) return this.s.totals.get() ?? { count: 0, bytes: 0 }
+    return { ...this.sums }
   }
 
-  /** Throws when the database does not answer (readiness). */
+  /** Throws when the database does not answer (readiness): reads a page of the file, not a constant. */
   ping(): void {
     this.s.ping.get()
   }
 
   close(): void {
-    this.flushAccess()
+    if (!this.readonly) this.flushAccess()
     this.db.close()
   }
 }

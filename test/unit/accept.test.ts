@@ -1,7 +1,7 @@
 // Accept normalisation (docs/protocol.md#accept-negotiation-and-tag-keys): a tag is cached per accepted set of manifest
-// types, never per raw Accept string. And the Accept forwarded upstream is the client's.
+// types regcache knows, never per raw Accept string, so varying the header cannot grow the state. And the Accept forwarded upstream is the client's.
 import t from 'tap'
-import { MEDIA_TYPES, acceptHeader, acceptKey, isIndexType, isSchema1 } from '../../oci/media-types.js'
+import { MEDIA_TYPES, acceptHeader, acceptKey, isIndexType, isSchema1, keyAccepts } from '../../oci/media-types.js'
 
 const { dockerManifest: DM, dockerList: DL, ociManifest: OM, ociIndex: OI } = MEDIA_TYPES
 
@@ -18,11 +18,12 @@ t.test('acceptKey', async (t) => {
     ['whitespace trimmed', `  ${DM} ,  ${DL}  `, [DL, DM].sort().join(',')],
     ['de-duplicated', `${OM}, ${OM};q=1, ${OM.toUpperCase()}`, OM],
     ['sorted', `${OM}, ${DM}`, [DM, OM].sort().join(',')],
-    [
-      "containerd's Accept (with */*)",
-      `${DM}, ${DL}, ${OM}, ${OI}, */*`,
-      ['*/*', DL, DM, OI, OM].sort().join(','),
-    ],
+    ["containerd's Accept (with */*) → any", `${DM}, ${DL}, ${OM}, ${OI}, */*`, 'any'],
+    ['*/* alone → any', '*/*', 'any'],
+    ['application/* → any', `application/*, ${OM}`, 'any'],
+    ['unknown types do not count', `${OM}, application/json, text/html;q=0.1, x/y`, OM],
+    ['only unknown types → other', 'application/json, text/plain', 'other'],
+    ['a thousand different junk types → one key', Array.from({ length: 1000 }, (_, i) => `application/x-${i}`).join(', ') + `, ${OM}`, OM],
     [
       'array form (Docker sends one header per type; Node gives repeated headers as an array)',
       [OI, DM, `${DL}, ${OM}`],
@@ -43,6 +44,18 @@ t.test('acceptKey: the order and shape of the header do not matter', async (t) =
   t.equal(a, d)
   t.not(acceptKey(DM), acceptKey(`${DM}, ${OM}`), 'different sets → different keys')
   t.not(acceptKey(DM), acceptKey(undefined), 'some types vs none → different keys')
+})
+
+t.test('keyAccepts: which cached media types a client kind takes', async (t) => {
+  const cases: [string, string, boolean][] = [
+    ['any', OI, true],
+    ['none', DM, true],
+    ['other', OM, false],
+    [acceptKey(`${OM}, ${OI}`), OI, true],
+    [acceptKey(`${OM}, ${OI}`), DM, false],
+    [acceptKey(DM), DM.toUpperCase(), true],
+  ]
+  for (const [key, type, expect] of cases) t.equal(keyAccepts(key, type), expect, `${key} accepts ${type}: ${expect}`)
 })
 
 t.test('acceptHeader: forwarded unchanged, joined into one line', async (t) => {

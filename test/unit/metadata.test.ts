@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import t from 'tap'
-import { Metadata, type TagKey } from '../../storage/metadata.js'
+import { MAX_ACCEPT_SETS_PER_TAG, Metadata, type TagKey } from '../../storage/metadata.js'
 
 const digest = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`
 
@@ -48,7 +48,7 @@ t.test('putContent / getContent', async (t) => {
   t.equal(m.getContent(layer), undefined)
   m.putContent({ digest: layer, size: 123 })
   t.strictSame(m.getContent(layer), { digest: layer, size: 123, mediaType: null }, 'a blob has no media type')
-  m.putContent({ digest: manifest, size: 456, mediaType: OM, references: [layer] })
+  m.putContent({ digest: manifest, size: 456, mediaType: OM })
   t.strictSame(m.getContent(manifest), { digest: manifest, size: 456, mediaType: OM })
   m.putContent({ digest: manifest, size: 456 })
   t.equal(m.getContent(manifest)?.mediaType, OM, 'a later put without media type keeps the known one')
@@ -59,50 +59,33 @@ t.test('putContent / getContent', async (t) => {
   t.strictSame(m.totals(), { count: 1, bytes: 456 })
 })
 
-t.test('links: linkWithChildren follows manifest references recursively; isLinked is per repository', async (t) => {
+t.test('links: only the digest itself is linked to the repository upstream served it for', async (t) => {
   const { open } = tempDb(t)
   const m = open()
-  const [c1, l1, c2, l2, shared] = ['config1', 'layer1', 'config2', 'layer2', 'shared'].map(digest)
+  const [c1, l1, shared] = ['config1', 'layer1', 'shared'].map(digest)
   const m1 = digest('manifest-amd64')
-  const m2 = digest('manifest-arm64')
   const index = digest('index')
-  const unrelated = digest('unrelated')
-  for (const d of [c1, l1, c2, l2, shared, unrelated]) m.putContent({ digest: d, size: 10 })
-  m.putContent({ digest: m1, size: 100, mediaType: OM, references: [c1, l1, shared] })
-  m.putContent({ digest: m2, size: 100, mediaType: OM, references: [c2, l2, shared] })
-  m.putContent({ digest: index, size: 200, mediaType: OI, references: [m1, m2] }, { upstream: 'docker.io', repository: 'library/alpine' })
+  for (const d of [c1, l1, shared]) m.putContent({ digest: d, size: 10 })
+  m.putContent({ digest: m1, size: 100, mediaType: OM })
+  m.putContent({ digest: index, size: 200, mediaType: OI }, { upstream: 'docker.io', repository: 'library/alpine' })
 
-  for (const d of [index, m1, m2, c1, l1, c2, l2, shared]) t.ok(m.isLinked('docker.io', 'library/alpine', d), `linked through the index: ${d.slice(7, 15)}`)
-  t.notOk(m.isLinked('docker.io', 'library/alpine', unrelated), 'content not referenced is not linked')
+  t.ok(m.isLinked('docker.io', 'library/alpine', index), 'the digest served for the repository is linked')
+  for (const d of [m1, c1, l1, shared]) t.notOk(m.isLinked('docker.io', 'library/alpine', d), `what it references is not: ${d.slice(7, 15)}`)
   t.notOk(m.isLinked('docker.io', 'library/busybox', index), 'another repository: not linked')
-  t.notOk(m.isLinked('docker.io', 'library/busybox', l1), 'another repository: children not linked')
   t.notOk(m.isLinked('ghcr.io', 'library/alpine', index), 'same repository on another upstream: not linked')
 
-  m.linkWithChildren('ghcr.io', 'org/app', m1)
+  m.link('ghcr.io', 'org/app', m1)
   t.ok(m.isLinked('ghcr.io', 'org/app', m1))
-  t.ok(m.isLinked('ghcr.io', 'org/app', l1), "a manifest's layers come with it")
-  t.notOk(m.isLinked('ghcr.io', 'org/app', m2), 'a sibling is not linked')
-  t.notOk(m.isLinked('ghcr.io', 'org/app', l2))
-
-  m.linkWithChildren('ghcr.io', 'org/app', m1)
+  t.notOk(m.isLinked('ghcr.io', 'org/app', l1), "a manifest's layers do not come with it")
+  m.link('ghcr.io', 'org/app', m1)
   t.ok(m.isLinked('ghcr.io', 'org/app', m1), 'linking twice is harmless')
+
+  m.deleteContent(m1)
+  t.notOk(m.isLinked('ghcr.io', 'org/app', m1), 'deleting content removes its links (no orphan rows)')
+  t.equal((m.db.prepare('SELECT COUNT(*) AS n FROM repo_content WHERE digest = ?').get(m1) as { n: number }).n, 0)
 })
 
-t.test('links: a child manifest stored after its index brings its own children', async (t) => {
-  const { open } = tempDb(t)
-  const m = open()
-  const child = digest('child')
-  const layer = digest('child-layer')
-  const index = digest('index-first')
-  const target = { upstream: 'docker.io', repository: 'library/nginx' }
-  m.putContent({ digest: index, size: 200, mediaType: OI, references: [child] }, target)
-  t.ok(m.isLinked(target.upstream, target.repository, child), 'the child digest is linked by the index already')
-  t.notOk(m.isLinked(target.upstream, target.repository, layer), 'its layers are not known yet')
-  m.putContent({ digest: child, size: 100, mediaType: OM, references: [layer] }, target)
-  t.ok(m.isLinked(target.upstream, target.repository, layer), "the child's layer is linked once the child is stored")
-})
-
-t.test('tags: setTag / getTag / confirmTag / tagHeld / observeDigest / tagDigests', async (t) => {
+t.test('tags: setTag / getTag / confirmTag / digestStanding / observeDigest / tagDigests', async (t) => {
   const { open } = tempDb(t)
   const m = open()
   const A = digest('A')
@@ -110,47 +93,45 @@ t.test('tags: setTag / getTag / confirmTag / tagHeld / observeDigest / tagDigest
   const C = digest('C')
   const k = key()
   t.equal(m.getTag(k), undefined)
-  t.notOk(m.tagHeld(k, A))
+  t.equal(m.digestStanding(k, A), 'new')
 
-  m.setTag(k, A, 1000)
+  m.setTag(k, A, OM, 1000)
   t.strictSame(m.getTag(k), { digest: A, checkedAt: 1000 })
-  t.ok(m.tagHeld(k, A), 'the current digest is held')
-  t.notOk(m.tagHeld(k, B))
+  t.equal(m.digestStanding(k, A), 'current', 'the current digest')
+  t.equal(m.digestStanding(k, B), 'new')
 
   m.confirmTag(k, A, 2000)
   t.strictSame(m.getTag(k), { digest: A, checkedAt: 2000 }, 'confirmTag refreshes checkedAt')
 
-  m.setTag(k, B, 3000)
+  m.setTag(k, B, OM, 3000)
   t.strictSame(m.getTag(k), { digest: B, checkedAt: 3000 })
-  t.ok(m.tagHeld(k, A), 'A was held before')
-  t.ok(m.tagHeld(k, B))
+  t.equal(m.digestStanding(k, A), 'held-before', 'A was held before')
+  t.equal(m.digestStanding(k, B), 'current')
 
   m.observeDigest(k, C, 3500)
   t.strictSame(m.getTag(k), { digest: B, checkedAt: 3000 }, 'observeDigest does not move the tag')
-  t.ok(m.tagHeld(k, C), 'but records the observation')
+  t.equal(m.digestStanding(k, C), 'held-before', 'but records the observation')
 
-  m.setTag(k, A, 4000)
-  t.strictSame(m.getTag(k), { digest: A, checkedAt: 4000 })
-
+  m.setTag(k, A, OM, 4000)
   t.strictSame(
     m.tagDigests('docker.io', 'library/alpine', 'latest'),
     [
-      { tag: 'latest', acceptKey: 'none', digest: A, firstSeen: 1000, lastSeen: 4000 },
-      { tag: 'latest', acceptKey: 'none', digest: B, firstSeen: 3000, lastSeen: 3000 },
-      { tag: 'latest', acceptKey: 'none', digest: C, firstSeen: 3500, lastSeen: 3500 },
+      { tag: 'latest', digest: A, mediaType: OM, firstSeen: 1000, lastSeen: 4000 },
+      { tag: 'latest', digest: B, mediaType: OM, firstSeen: 3000, lastSeen: 3000 },
+      { tag: 'latest', digest: C, mediaType: null, firstSeen: 3500, lastSeen: 3500 },
     ],
-    'every digest the tag held, in the order first seen',
+    'each digest once, with its media type and first/last seen',
   )
 
-  // Isolation: accept key, tag, repository and upstream are all part of the key.
-  t.notOk(m.tagHeld(key({ acceptKey: OM }), A), 'another Accept set: not held')
-  t.equal(m.getTag(key({ acceptKey: OM })), undefined)
-  t.notOk(m.tagHeld(key({ tag: 'edge' }), A), 'another tag: not held')
-  t.notOk(m.tagHeld(key({ repository: 'library/busybox' }), A), 'another repository: not held')
-  t.notOk(m.tagHeld(key({ upstream: 'ghcr.io' }), A), 'another upstream: not held')
+  // Tag state is the tag's, whoever asks: another Accept set sees the same history.
+  t.equal(m.digestStanding(key({ acceptKey: OM }), B), 'held-before', 'another Accept set: held before all the same')
+  t.equal(m.getTag(key({ acceptKey: OM })), undefined, 'but it has no entry of its own yet')
+  t.equal(m.digestStanding(key({ tag: 'edge' }), A), 'new', 'another tag: not held')
+  t.equal(m.digestStanding(key({ repository: 'library/busybox' }), A), 'new', 'another repository: not held')
+  t.equal(m.digestStanding(key({ upstream: 'ghcr.io' }), A), 'new', 'another upstream: not held')
 
-  m.setTag(key({ acceptKey: OM }), C, 5000)
-  t.strictSame(m.getTag(k), { digest: A, checkedAt: 4000 }, 'another Accept set does not touch this entry')
+  m.setTag(key({ acceptKey: OM }), C, OM, 5000)
+  t.equal(m.digestStanding(k, C), 'current', 'current for one Accept set is current for the tag')
   const entries = m.tagEntries('docker.io', 'library/alpine', 'latest')
   t.strictSame(
     entries.map((e) => [e.acceptKey, e.digest, e.checkedAt]),
@@ -160,26 +141,41 @@ t.test('tags: setTag / getTag / confirmTag / tagHeld / observeDigest / tagDigest
     ],
     'tagEntries: one per Accept set, most recently confirmed first',
   )
-  t.equal(m.tagDigests('docker.io', 'library/alpine', undefined).length, 4, 'tagDigests without a tag: every tag of the repository')
+  t.equal(m.tagLastChecked(k), 5000, 'tagLastChecked: the latest check for any Accept set')
+  t.equal(m.tagDigests('docker.io', 'library/alpine', undefined).length, 3, 'tagDigests without a tag: every tag of the repository')
 })
 
-t.test('deleteTag drops every Accept entry of that tag only, and keeps the history', async (t) => {
+t.test('tags: the entries kept per tag are bounded', async (t) => {
+  const { open } = tempDb(t)
+  const m = open()
+  for (let i = 0; i < MAX_ACCEPT_SETS_PER_TAG + 10; i++) m.setTag(key({ acceptKey: `k${i}` }), digest('A'), OM, 1000 + i)
+  const entries = m.tagEntries('docker.io', 'library/alpine', 'latest')
+  t.equal(entries.length, MAX_ACCEPT_SETS_PER_TAG, 'no more than the bound')
+  t.equal(entries[0].acceptKey, `k${MAX_ACCEPT_SETS_PER_TAG + 9}`, 'the most recent kept')
+  t.equal(m.tagDigests('docker.io', 'library/alpine', 'latest').length, 1, 'one digest, recorded once')
+})
+
+t.test('deleteTag drops every Accept entry of that tag only; deleteTagEntry one; history kept', async (t) => {
   const { open } = tempDb(t)
   const m = open()
   const A = digest('A')
   const B = digest('B')
-  m.setTag(key(), A, 1000)
-  m.setTag(key({ acceptKey: OM }), B, 1000)
-  m.setTag(key({ tag: '3.19' }), A, 1000)
-  m.setTag(key({ repository: 'library/busybox' }), A, 1000)
+  m.setTag(key(), A, OM, 1000)
+  m.setTag(key({ acceptKey: OM }), B, OM, 1000)
+  m.setTag(key({ tag: '3.19' }), A, OM, 1000)
+  m.setTag(key({ repository: 'library/busybox' }), A, OM, 1000)
   m.addEvent(key(), { type: 'first_seen', digest: A }, 1000)
+
+  t.equal(m.deleteTagEntry(key({ acceptKey: OM })), 1, 'one Accept entry deleted')
+  t.strictSame(m.getTag(key()), { digest: A, checkedAt: 1000 }, 'the other Accept entry stays')
+  m.setTag(key({ acceptKey: OM }), B, OM, 1000)
 
   t.equal(m.deleteTag('docker.io', 'library/alpine', 'latest'), 2, 'both Accept entries deleted')
   t.equal(m.getTag(key()), undefined)
   t.equal(m.getTag(key({ acceptKey: OM })), undefined)
   t.strictSame(m.getTag(key({ tag: '3.19' })), { digest: A, checkedAt: 1000 }, 'other tags untouched')
   t.strictSame(m.getTag(key({ repository: 'library/busybox' })), { digest: A, checkedAt: 1000 }, 'other repositories untouched')
-  t.ok(m.tagHeld(key(), A), 'the digest history survives, so a later rollback is still recognised')
+  t.equal(m.digestStanding(key(), A), 'held-before', 'the digest history survives, so a later rollback is still recognised')
   t.equal(m.events('docker.io', 'library/alpine', 'latest').length, 1, 'events survive')
   t.equal(m.deleteTag('docker.io', 'library/alpine', 'latest'), 0, 'deleting again deletes nothing')
 })
@@ -277,9 +273,8 @@ t.test('addEvent with coalesceSince: one event per outage, with a count', async 
   )
 
   m.addEvent(key({ acceptKey: OM }), { type: 'stale_served', digest: A, coalesceSince: 0 }, 9000)
-  t.equal(latest().length, 6, 'another Accept set: its own event, not a bump')
-  t.match(latest()[0], { acceptKey: OM, count: 1 })
-  t.match(latest()[1], { acceptKey: 'none', count: 1 })
+  t.equal(latest().length, 5, 'another Accept set in the same outage: the same event, bumped (one story per tag)')
+  t.match(latest()[0], { acceptKey: 'none', count: 2 })
 })
 
 t.test('reopening the file keeps the data', async (t) => {
@@ -288,16 +283,16 @@ t.test('reopening the file keeps the data', async (t) => {
   const layer = digest('layer')
   const first = open()
   first.putContent({ digest: layer, size: 5 })
-  first.putContent({ digest: A, size: 50, mediaType: OM, references: [layer] }, { upstream: 'docker.io', repository: 'library/alpine' })
-  first.setTag(key(), A, 1234)
+  first.putContent({ digest: A, size: 50, mediaType: OM }, { upstream: 'docker.io', repository: 'library/alpine' })
+  first.setTag(key(), A, OM, 1234)
   first.addEvent(key(), { type: 'first_seen', digest: A }, 1234)
   first.close()
 
   const second = open()
   t.strictSame(second.getContent(A), { digest: A, size: 50, mediaType: OM })
-  t.ok(second.isLinked('docker.io', 'library/alpine', layer))
+  t.ok(second.isLinked('docker.io', 'library/alpine', A))
   t.strictSame(second.getTag(key()), { digest: A, checkedAt: 1234 })
-  t.ok(second.tagHeld(key(), A))
+  t.equal(second.digestStanding(key(), A), 'current')
   t.strictSame(
     second.events('docker.io', 'library/alpine', 'latest').map((e) => [e.type, e.digest, e.at]),
     [['first_seen', A, 1234]],
@@ -332,4 +327,58 @@ t.test('touch / flushAccess update last access in one batch', async (t) => {
   t.equal(lastAccess(), 0, 'touch alone writes nothing')
   m.flushAccess()
   t.ok(lastAccess() >= before, 'flushAccess writes it')
+})
+
+t.test('a version-1 database is migrated in place: tag history per tag, Accept keys normalised, references dropped', async (t) => {
+  const { path, open } = tempDb(t)
+  const { mkdirSync } = await import('node:fs')
+  const { dirname } = await import('node:path')
+  mkdirSync(dirname(path), { recursive: true })
+  const A = digest('A')
+  const B = digest('B')
+  const layer = digest('layer')
+  const raw = new Database(path)
+  raw.exec(`
+    CREATE TABLE content (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, media_type TEXT, created_at INTEGER NOT NULL, last_access INTEGER NOT NULL);
+    CREATE TABLE manifest_refs (manifest TEXT NOT NULL, child TEXT NOT NULL, PRIMARY KEY (manifest, child)) WITHOUT ROWID;
+    CREATE TABLE repo_content (upstream TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (upstream, repository, digest)) WITHOUT ROWID;
+    CREATE TABLE tags (upstream TEXT NOT NULL, repository TEXT NOT NULL, tag TEXT NOT NULL, accept_key TEXT NOT NULL, digest TEXT NOT NULL, checked_at INTEGER NOT NULL, PRIMARY KEY (upstream, repository, tag, accept_key)) WITHOUT ROWID;
+    CREATE TABLE tag_digests (upstream TEXT NOT NULL, repository TEXT NOT NULL, tag TEXT NOT NULL, accept_key TEXT NOT NULL, digest TEXT NOT NULL, first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, PRIMARY KEY (upstream, repository, tag, accept_key, digest)) WITHOUT ROWID;
+    CREATE TABLE events (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, last_at INTEGER NOT NULL, upstream TEXT NOT NULL, repository TEXT NOT NULL, tag TEXT NOT NULL, accept_key TEXT NOT NULL, type TEXT NOT NULL, digest TEXT, previous_digest TEXT, detail TEXT, count INTEGER NOT NULL DEFAULT 1);
+  `)
+  raw.prepare('INSERT INTO content VALUES (?, 10, ?, 1, 1)').run(A, OM)
+  raw.prepare('INSERT INTO content VALUES (?, 5, NULL, 1, 1)').run(layer)
+  raw.prepare("INSERT INTO manifest_refs VALUES (?, ?)").run(A, layer)
+  raw.prepare("INSERT INTO repo_content VALUES ('docker.io', 'library/alpine', ?)").run(A)
+  raw.prepare("INSERT INTO repo_content VALUES ('docker.io', 'library/alpine', ?)").run(digest('evicted'))
+  // Two raw keys that are the same set of known types (one with an unknown extra type).
+  raw.prepare("INSERT INTO tags VALUES ('docker.io', 'library/alpine', 'latest', ?, ?, 100)").run(OM, B)
+  raw.prepare("INSERT INTO tags VALUES ('docker.io', 'library/alpine', 'latest', ?, ?, 200)").run(`application/x-foo,${OM}`, A)
+  raw.prepare("INSERT INTO tag_digests VALUES ('docker.io', 'library/alpine', 'latest', 'none', ?, 10, 20)").run(A)
+  raw.prepare("INSERT INTO tag_digests VALUES ('docker.io', 'library/alpine', 'latest', ?, ?, 5, 30)").run(OM, A)
+  raw.pragma('user_version = 1')
+  raw.close()
+
+  const m = open()
+  t.strictSame(m.tagEntries('docker.io', 'library/alpine', 'latest').map((e) => [e.acceptKey, e.digest, e.checkedAt]), [[OM, A, 200]], 'keys merged, latest check kept')
+  t.strictSame(m.tagDigests('docker.io', 'library/alpine', 'latest'), [{ tag: 'latest', digest: A, mediaType: OM, firstSeen: 5, lastSeen: 30 }], 'one row per digest')
+  t.notOk(m.isLinked('docker.io', 'library/alpine', digest('evicted')), 'orphan links dropped')
+  t.ok(m.isLinked('docker.io', 'library/alpine', A))
+  t.strictSame(m.totals(), { count: 2, bytes: 15 })
+  t.equal(m.db.pragma('user_version', { simple: true }), 2)
+  t.notOk(m.db.prepare("SELECT name FROM sqlite_master WHERE name = 'manifest_refs'").get(), 'manifest_refs dropped')
+})
+
+t.test('totals are kept in memory and stay right across puts, re-puts, deletes and reopening', async (t) => {
+  const { open } = tempDb(t)
+  const m = open()
+  const sql = () => m.db.prepare('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM content').get()
+  for (let i = 0; i < 50; i++) m.putContent({ digest: digest(`c${i}`), size: i + 1 })
+  m.putContent({ digest: digest('c3'), size: 100 })
+  for (let i = 0; i < 50; i += 5) m.deleteContent(digest(`c${i}`))
+  m.deleteContent(digest('never-stored'))
+  t.strictSame(m.totals(), sql(), 'in-memory totals match the table')
+  const before = m.totals()
+  m.close()
+  t.strictSame(open().totals(), before, 'and are read back on open')
 })

@@ -6,6 +6,7 @@ import {
   outcomeOfStatus,
   shouldRevalidate,
   type CachedTag,
+  type DigestStanding,
   type PolicyConfig,
   type TagAction,
   type UpstreamOutcome,
@@ -31,7 +32,8 @@ interface Row {
   name: string
   cached: CachedTag | undefined
   outcome: UpstreamOutcome
-  heldBefore?: boolean
+  standing?: DigestStanding
+  fallback?: CachedTag
   config?: Partial<PolicyConfig>
   expect: TagAction
 }
@@ -48,7 +50,7 @@ const rows: Row[] = [
     name: 'unchanged digest is unchanged even though the tag held it before (not a rollback)',
     cached: fresh,
     outcome: { kind: 'found', digest: A },
-    heldBefore: true,
+    standing: 'current',
     config: { onRollback: 'refuse' },
     expect: { action: 'serve-cached', reason: 'unchanged', digest: A },
   },
@@ -78,12 +80,55 @@ const rows: Row[] = [
     outcome: { kind: 'found', digest: B },
     expect: { action: 'fetch', digest: B, change: 'first-seen' },
   },
+  // Tag state does not depend on who asks: a client kind new to the tag.
+  {
+    name: 'a client kind new to the tag gets the digest other clients are served now → fetch, change=same (no event)',
+    cached: undefined,
+    outcome: { kind: 'found', digest: B },
+    standing: 'current',
+    fallback: cachedAged(60 * SEC, B),
+    expect: { action: 'fetch', digest: B, change: 'same' },
+  },
+  {
+    name: 'a client kind new to the tag reveals a move back to an earlier digest → rollback (follow)',
+    cached: undefined,
+    outcome: { kind: 'found', digest: B },
+    standing: 'held-before',
+    fallback: fresh,
+    config: { onRollback: 'follow' },
+    expect: { action: 'fetch', digest: B, change: 'rollback', previousDigest: A },
+  },
+  {
+    name: 'a client kind new to the tag reveals a rollback with onRollback=refuse → served what other clients get',
+    cached: undefined,
+    outcome: { kind: 'found', digest: B },
+    standing: 'held-before',
+    fallback: fresh,
+    config: { onRollback: 'refuse' },
+    expect: { action: 'serve-cached', reason: 'rollback-refused', digest: A, refusedDigest: B },
+  },
+  {
+    name: 'a rollback refused for a client kind that accepts nothing cached → refuse (503)',
+    cached: undefined,
+    outcome: { kind: 'found', digest: B },
+    standing: 'held-before',
+    config: { onRollback: 'refuse' },
+    expect: { action: 'refuse', refusedDigest: B },
+  },
+  {
+    name: 'a digest current for another client kind is a change, not a rollback, for this one',
+    cached: fresh,
+    outcome: { kind: 'found', digest: B },
+    standing: 'current',
+    config: { onRollback: 'refuse' },
+    expect: { action: 'fetch', digest: B, change: 'changed', previousDigest: A },
+  },
   // Rollback: a move back to a digest the tag held before.
   {
     name: 'move back to a digest held before with onRollback=follow → fetch, change=rollback',
     cached: fresh,
     outcome: { kind: 'found', digest: B },
-    heldBefore: true,
+    standing: 'held-before',
     config: { onRollback: 'follow' },
     expect: { action: 'fetch', digest: B, change: 'rollback', previousDigest: A },
   },
@@ -91,7 +136,7 @@ const rows: Row[] = [
     name: 'move back to a digest held before with onRollback=refuse → keep serving the cached digest',
     cached: fresh,
     outcome: { kind: 'found', digest: B },
-    heldBefore: true,
+    standing: 'held-before',
     config: { onRollback: 'refuse' },
     expect: { action: 'serve-cached', reason: 'rollback-refused', digest: A, refusedDigest: B },
   },
@@ -310,13 +355,13 @@ t.test('decideTag: the behaviour contract, one row per rule', async (t) => {
     t.notOk(names.has(row.name), `row names are unique: ${row.name}`)
     names.add(row.name)
     const config = { ...base, ...row.config }
-    const got = decideTag({ cached: row.cached, outcome: row.outcome, heldBefore: row.heldBefore ?? false, now: NOW, config })
+    const got = decideTag({ cached: row.cached, fallback: row.fallback, outcome: row.outcome, standing: row.standing ?? 'new', now: NOW, config })
     t.strictSame(got, row.expect, row.name)
   }
 })
 
 t.test('decideTag: 404 with onNotFound=serve and a cache older than stale.maxAge → pass 404', async (t) => {
-  const got = decideTag({ cached: tooOld, outcome: { kind: 'not-found' }, heldBefore: false, now: NOW, config: { ...base, onNotFound: 'serve' } })
+  const got = decideTag({ cached: tooOld, outcome: { kind: 'not-found' }, standing: 'new', now: NOW, config: { ...base, onNotFound: 'serve' } })
   t.equal(got.action, 'pass')
   t.equal((got as { status?: number }).status, 404)
 })
@@ -325,7 +370,7 @@ t.test('decideTag: the policy is pure (does not mutate its input)', async (t) =>
   const cached = { ...fresh }
   const config = { ...base }
   const outcome: UpstreamOutcome = { kind: 'found', digest: B }
-  decideTag({ cached, outcome, heldBefore: true, now: NOW, config })
+  decideTag({ cached, outcome, standing: 'held-before', now: NOW, config })
   t.strictSame(cached, fresh)
   t.strictSame(config, base)
   t.strictSame(outcome, { kind: 'found', digest: B })
@@ -370,7 +415,7 @@ t.test('outcomeOfStatus feeds decideTag: the contract from the HTTP status', asy
   const decide = (status: number, cached: CachedTag | undefined, config: Partial<PolicyConfig> = {}) => {
     const outcome = outcomeOfStatus(status, status === 200 ? B : undefined, status === 429 ? '10' : undefined)
     if (!outcome) throw new Error(`no outcome for ${status}`)
-    return decideTag({ cached, outcome, heldBefore: false, now: NOW, config: { ...base, ...config } }).action
+    return decideTag({ cached, outcome, standing: 'new', now: NOW, config: { ...base, ...config } }).action
   }
   t.equal(decide(200, fresh), 'fetch', '200 naming a new digest → fetch')
   t.equal(decide(401, fresh), 'pass', '401 → pass, even with a fresh cache')
