@@ -3,13 +3,13 @@
 // mode, and nginx serving a file with sendfile. Every one is stopped by its stop(), and the
 // test helpers' exit hook kills whatever a crash left behind.
 
-import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { freePort } from '../test/helpers/ports.js'
 import { makeTempDir, removeTempDir, spawnDaemon, waitUntil, type Daemon } from '../test/helpers/proc.js'
+import { writeRegistryConfig } from '../test/helpers/registry-config.js'
 
 export interface Server {
   name: string
@@ -92,32 +92,14 @@ export async function startDistributionProxy(upstreamUrl: string): Promise<Serve
     const port = await freePort()
     const dataDir = join(dir, 'data')
     await mkdir(dataDir)
-    const q = JSON.stringify
     // Logging kept quiet (warn level, no access log) like regcache's `logLevel: warn`, so
     // neither side pays for a log line per request.
-    const config = [
-      'version: 0.1',
-      'log:',
-      '  level: warn',
-      '  accesslog:',
-      '    disabled: true',
-      'storage:',
-      '  filesystem:',
-      `    rootdirectory: ${q(dataDir)}`,
-      '  maintenance:',
-      '    uploadpurging:',
-      '      enabled: false',
-      'http:',
-      `  addr: ${q(`127.0.0.1:${port}`)}`,
-      `  secret: ${q(randomBytes(16).toString('hex'))}`,
-      'health:',
-      '  storagedriver:',
-      '    enabled: false',
-      'proxy:',
-      `  remoteurl: ${q(upstreamUrl)}`,
-    ].join('\n')
-    const configPath = join(dir, 'config.yml')
-    await writeFile(configPath, config + '\n')
+    const configPath = await writeRegistryConfig(dir, {
+      addr: `127.0.0.1:${port}`,
+      rootDir: dataDir,
+      accessLog: false,
+      proxyRemoteUrl: upstreamUrl,
+    })
     daemon = spawnDaemon('docker-registry', ['serve', configPath], { cwd: dir })
     const url = `http://127.0.0.1:${port}`
     await waitUntil('docker-registry (proxy)', () => v2Ready(url), { daemon, timeoutMs: 30_000 })

@@ -3,7 +3,7 @@
 // configured through hosts.toml mirrors exactly as operators would.
 import { readFile, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { makeTempDir, removeTempDir, run, runOk, spawnDaemon, waitUntil, type Daemon, type RunResult } from './proc.js'
+import { makeTempDir, removeTempDir, run, spawnDaemon, waitUntil, type Daemon, type RunResult } from './proc.js'
 
 export const CTR_NAMESPACE = 'regcache-test'
 
