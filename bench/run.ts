@@ -762,7 +762,7 @@ async function preflight(): Promise<void> {
   ] as const) {
     if ((await run(cmd, [...args], { timeoutMs: 10_000 })).code === -1) missing.push(cmd)
   }
-  if (missing.length) fail(`missing programs: ${missing.join(', ')} (as root: sh bench/install-deps.sh)`)
+  if (missing.length) fail(`missing programs: ${missing.join(', ')} (as root: sh test/install-deps.sh --bench)`)
   if (!(await hasWrk())) log('wrk not installed: using the undici load generator')
 }
 
