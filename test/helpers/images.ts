@@ -3,7 +3,7 @@
 // seeded images and indexes held in memory while built, and one big layer streamed to disk.
 import { createCipheriv, createHash, randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
-import { chmod, cp, mkdir, rename, writeFile } from 'node:fs/promises'
+import { chmod, cp, mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -64,9 +64,16 @@ export interface OciIndexLayout {
 }
 
 export interface BuildImageOptions {
-  layers: number
+  /** How many layers of `layerSize` bytes, or the size of each layer. */
+  layers: number | number[]
   /** Random bytes per layer; random data so gzip cannot shrink it. Default 64 KiB. */
   layerSize?: number
+  /**
+   * 'seeded' (default): bytes derived from the seed, so builds are reproducible. 'random': fresh
+   * random bytes in stored (level 0) gzip blocks, a new image every time but many times faster to
+   * make, for layers of many MiB.
+   */
+  fill?: 'seeded' | 'random'
   arch?: string
   os?: string
   variant?: string
@@ -202,19 +209,26 @@ async function finishImage(dir: string, layers: WrittenLayer[], platform: Platfo
 
 export async function buildImage(opts: BuildImageOptions): Promise<OciLayout> {
   const seed = opts.seed ?? randomBytes(16).toString('hex')
-  const layerSize = opts.layerSize ?? 64 * 1024
+  const sizes = typeof opts.layers === 'number' ? Array<number>(opts.layers).fill(opts.layerSize ?? 64 * 1024) : opts.layers
+  const random = opts.fill === 'random'
   const platform: Platform = { os: opts.os ?? 'linux', architecture: opts.arch ?? 'amd64' }
   if (opts.variant) platform.variant = opts.variant
   return inNewLayout(async (dir) => {
     const layers: WrittenLayer[] = []
-    for (let i = 0; i < opts.layers; i++) {
-      const tar = tarOneFile(`layer-${i}.bin`, seededBytes(`${seed}/layer/${i}`, layerSize))
-      // level 1: content is random anyway; fixed header (mtime 0) keeps it deterministic.
-      const gz = gzipSync(tar, { level: 1 })
+    for (const [i, size] of sizes.entries()) {
+      const tar = tarOneFile(`layer-${i}.bin`, random ? randomBytes(size) : seededBytes(`${seed}/layer/${i}`, size))
+      // The content is random either way, so compressing it only costs time; the fixed tar
+      // header (mtime 0) keeps seeded builds deterministic.
+      const gz = gzipSync(tar, { level: random ? 0 : 1 })
       layers.push({ digest: await writeBlob(dir, gz), size: gz.length, diffId: sha256(tar) })
     }
     return finishImage(dir, layers, platform, opts.label ?? seed)
   })
+}
+
+/** A blob of a built image (a layer as pushed, the config, a manifest), from its layout on disk. */
+export function readLayoutBlob(layout: OciLayout | OciIndexLayout, digest: string): Promise<Buffer> {
+  return readFile(join(layout.dir, 'blobs', 'sha256', hex(digest)))
 }
 
 export interface BigImage extends OciLayout {

@@ -6,7 +6,7 @@ import { rm, writeFile, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { freePort } from './ports.js'
 import { htpasswdAuth, writeRegistryConfig } from './registry-config.js'
-import { makeTempDir, removeTempDir, runOk, spawnDaemon, waitUntil, type Daemon } from './proc.js'
+import { removeTempDir, runOk, spawnDaemon, startInTempDir, waitUntil } from './proc.js'
 
 /**
  * User-Agent prefix of requests made by the helpers themselves (readiness
@@ -134,9 +134,7 @@ async function bcrypt(password: string): Promise<string> {
 }
 
 export async function startRegistry(opts: RegistryOptions = {}): Promise<Registry> {
-  const dir = await makeTempDir()
-  let daemon: Daemon | undefined
-  try {
+  return startInTempDir(async (dir, track) => {
     const addr = opts.addr ?? `127.0.0.1:${await freePort()}`
     const port = Number(addr.slice(addr.lastIndexOf(':') + 1))
     const host = `127.0.0.1:${port}`
@@ -157,16 +155,18 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
 
     let log: RegistryRequest[] = []
     const markerWaiters = new Map<string, () => void>()
-    daemon = spawnDaemon('docker-registry', ['serve', configPath], {
-      cwd: dir,
-      onLine(line, stream) {
-        if (stream !== 'stdout') return
-        const r = parseAccessLine(line)
-        if (!r) return
-        log.push(r)
-        markerWaiters.get(r.userAgent)?.()
-      },
-    })
+    const daemon = track(
+      spawnDaemon('docker-registry', ['serve', configPath], {
+        cwd: dir,
+        onLine(line, stream) {
+          if (stream !== 'stdout') return
+          const r = parseAccessLine(line)
+          if (!r) return
+          log.push(r)
+          markerWaiters.get(r.userAgent)?.()
+        },
+      }),
+    )
 
     const helperGet = (ua: string) =>
       fetch(`${url}/v2/`, {
@@ -221,9 +221,5 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
         await removeTempDir(dir)
       },
     }
-  } catch (e) {
-    await daemon?.stop()
-    await removeTempDir(dir)
-    throw e
-  }
+  })
 }
