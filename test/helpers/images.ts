@@ -150,14 +150,17 @@ async function inNewLayout<T>(fill: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
-async function writeIndexJson(dir: string, top: { mediaType: string; digest: string; size: number }) {
+/** Writes the image's top manifest (or index) and points index.json's `latest` at it. */
+async function writeTop(dir: string, mediaType: string, bytes: Buffer): Promise<string> {
+  const digest = await writeBlob(dir, bytes)
   // skopeo's `oci:DIR:latest` selects the descriptor by this annotation.
   const index = {
     schemaVersion: 2,
     mediaType: MT.ociIndex,
-    manifests: [{ ...top, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }],
+    manifests: [{ mediaType, digest, size: bytes.length, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }],
   }
   await writeFile(join(dir, 'index.json'), JSON.stringify(index))
+  return digest
 }
 
 /** A gzip layer already in the layout's blobs. */
@@ -189,8 +192,7 @@ async function finishImage(dir: string, layers: WrittenLayer[], platform: Platfo
       layers: layers.map(({ digest, size }) => ({ mediaType: MT.ociLayerGzip, digest, size })),
     }),
   )
-  const manifestDigest = await writeBlob(dir, manifestBytes)
-  await writeIndexJson(dir, { mediaType: MT.ociManifest, digest: manifestDigest, size: manifestBytes.length })
+  const manifestDigest = await writeTop(dir, MT.ociManifest, manifestBytes)
   return {
     dir,
     ref: `oci:${dir}:latest`,
@@ -312,8 +314,7 @@ export async function buildIndex(images: OciLayout[]): Promise<OciIndexLayout> {
         manifests: children.map((c) => ({ mediaType: MT.ociManifest, digest: c.digest, size: c.size, platform: c.platform })),
       }),
     )
-    const indexDigest = await writeBlob(dir, indexBytes)
-    await writeIndexJson(dir, { mediaType: MT.ociIndex, digest: indexDigest, size: indexBytes.length })
+    const indexDigest = await writeTop(dir, MT.ociIndex, indexBytes)
     return {
       dir,
       ref: `oci:${dir}:latest`,
