@@ -3,13 +3,13 @@
 // mode, and nginx serving a file with sendfile. Every one is stopped by its stop(), and the
 // test helpers' exit hook kills whatever a crash left behind.
 
-import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { freePort } from '../test/helpers/ports.js'
-import { makeTempDir, removeTempDir, spawnDaemon, waitUntil, type Daemon } from '../test/helpers/proc.js'
+import { makeTempDir, removeTempDir, spawnDaemon, startInTempDir, waitUntil, type Daemon } from '../test/helpers/proc.js'
+import { writeRegistryConfig } from '../test/helpers/registry-config.js'
 
 export interface Server {
   name: string
@@ -28,6 +28,24 @@ async function v2Ready(url: string): Promise<boolean> {
   return res.status === 200
 }
 
+/** A server started in its own temp dir, once its /v2/ answers; stop() waits up to graceMs. */
+async function v2Server(name: string, daemon: Daemon, port: number, dir: string, dataDir: string, graceMs: number): Promise<Server> {
+  const url = `http://127.0.0.1:${port}`
+  await waitUntil(name, () => v2Ready(url), { daemon, timeoutMs: 30_000 })
+  return {
+    name,
+    url,
+    host: `127.0.0.1:${port}`,
+    pid: daemon.pid,
+    dataDir,
+    daemon,
+    async stop() {
+      await daemon.stop(graceMs)
+      await removeTempDir(dir)
+    },
+  }
+}
+
 const REGCACHE_MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url))
 
 export interface RegcacheProcOptions {
@@ -39,9 +57,7 @@ export interface RegcacheProcOptions {
 
 /** `node dist/cli/main.js serve --config FILE`, as an operator would run it. */
 export async function startRegcacheProc(opts: RegcacheProcOptions): Promise<Server> {
-  const dir = await makeTempDir()
-  let daemon: Daemon | undefined
-  try {
+  return startInTempDir(async (dir, track) => {
     const port = await freePort()
     const dataDir = join(dir, 'data')
     const configFile = join(dir, 'config.yaml')
@@ -60,85 +76,29 @@ export async function startRegcacheProc(opts: RegcacheProcOptions): Promise<Serv
       await mkdir(opts.cpuProfDir, { recursive: true })
       nodeArgs.push('--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir, '--cpu-prof-name', `regcache-${opts.label ?? 'run'}-${process.hrtime.bigint()}.cpuprofile`)
     }
-    daemon = spawnDaemon(process.execPath, [...nodeArgs, REGCACHE_MAIN, 'serve', '--config', configFile], { cwd: dir })
-    const url = `http://127.0.0.1:${port}`
-    await waitUntil('regcache', () => v2Ready(url), { daemon, timeoutMs: 30_000 })
-    const d = daemon
-    return {
-      name: 'regcache',
-      url,
-      host: `127.0.0.1:${port}`,
-      pid: d.pid,
-      dataDir,
-      daemon: d,
-      async stop() {
-        // Graceful (SIGTERM) so a --cpu-prof profile gets written; shutdownGrace bounds it.
-        await d.stop(35_000)
-        await removeTempDir(dir)
-      },
-    }
-  } catch (e) {
-    await daemon?.stop()
-    await removeTempDir(dir)
-    throw e
-  }
+    const daemon = track(spawnDaemon(process.execPath, [...nodeArgs, REGCACHE_MAIN, 'serve', '--config', configFile], { cwd: dir }))
+    // Graceful (SIGTERM) so a --cpu-prof profile gets written; shutdownGrace bounds it.
+    return v2Server('regcache', daemon, port, dir, dataDir, 35_000)
+  })
 }
 
 /** Debian's docker-registry with `proxy: remoteurl:` — distribution's pull-through cache. */
 export async function startDistributionProxy(upstreamUrl: string): Promise<Server> {
-  const dir = await makeTempDir()
-  let daemon: Daemon | undefined
-  try {
+  return startInTempDir(async (dir, track) => {
     const port = await freePort()
     const dataDir = join(dir, 'data')
     await mkdir(dataDir)
-    const q = JSON.stringify
     // Logging kept quiet (warn level, no access log) like regcache's `logLevel: warn`, so
     // neither side pays for a log line per request.
-    const config = [
-      'version: 0.1',
-      'log:',
-      '  level: warn',
-      '  accesslog:',
-      '    disabled: true',
-      'storage:',
-      '  filesystem:',
-      `    rootdirectory: ${q(dataDir)}`,
-      '  maintenance:',
-      '    uploadpurging:',
-      '      enabled: false',
-      'http:',
-      `  addr: ${q(`127.0.0.1:${port}`)}`,
-      `  secret: ${q(randomBytes(16).toString('hex'))}`,
-      'health:',
-      '  storagedriver:',
-      '    enabled: false',
-      'proxy:',
-      `  remoteurl: ${q(upstreamUrl)}`,
-    ].join('\n')
-    const configPath = join(dir, 'config.yml')
-    await writeFile(configPath, config + '\n')
-    daemon = spawnDaemon('docker-registry', ['serve', configPath], { cwd: dir })
-    const url = `http://127.0.0.1:${port}`
-    await waitUntil('docker-registry (proxy)', () => v2Ready(url), { daemon, timeoutMs: 30_000 })
-    const d = daemon
-    return {
-      name: 'distribution-proxy',
-      url,
-      host: `127.0.0.1:${port}`,
-      pid: d.pid,
-      dataDir,
-      daemon: d,
-      async stop() {
-        await d.stop(5000)
-        await removeTempDir(dir)
-      },
-    }
-  } catch (e) {
-    await daemon?.stop()
-    await removeTempDir(dir)
-    throw e
-  }
+    const configPath = await writeRegistryConfig(dir, {
+      addr: `127.0.0.1:${port}`,
+      rootDir: dataDir,
+      accessLog: false,
+      proxyRemoteUrl: upstreamUrl,
+    })
+    const daemon = track(spawnDaemon('docker-registry', ['serve', configPath], { cwd: dir }))
+    return v2Server('distribution-proxy', daemon, port, dir, dataDir, 5000)
+  })
 }
 
 /** Size of the blob distribution has committed to its storage, or undefined. */
@@ -154,6 +114,19 @@ export async function distributionBlobSize(dataDir: string, digest: string): Pro
 export interface Nginx extends Server {
   /** URL of the served file. */
   fileUrl: string
+}
+
+/** Stops nginx; if the master had to be killed its workers would outlive it (still listening). */
+async function stopWithWorkers(master: Daemon): Promise<void> {
+  const workers = await childrenOf(master.pid)
+  await master.stop(5000)
+  for (const w of workers) {
+    try {
+      process.kill(w, 'SIGKILL')
+    } catch {
+      /* already gone */
+    }
+  }
 }
 
 /**
@@ -216,29 +189,12 @@ http {
       dataDir: fileDir,
       daemon: d,
       async stop() {
-        // If the master had to be killed its workers would outlive it (still listening).
-        const workers = await childrenOf(d.pid)
-        await d.stop(5000)
-        for (const w of workers) {
-          try {
-            process.kill(w, 'SIGKILL')
-          } catch {
-            /* already gone */
-          }
-        }
+        await stopWithWorkers(d)
         await removeTempDir(dir)
       },
     }
   } catch (e) {
-    const workers = daemon ? await childrenOf(daemon.pid) : []
-    await daemon?.stop()
-    for (const w of workers) {
-      try {
-        process.kill(w, 'SIGKILL')
-      } catch {
-        /* already gone */
-      }
-    }
+    if (daemon) await stopWithWorkers(daemon)
     await removeTempDir(dir)
     throw e
   }

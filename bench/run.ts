@@ -11,11 +11,10 @@ import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { startContainerd, writeHostsToml, type Containerd } from '../test/helpers/containerd.js'
 import { startForwarder, type Forwarder } from '../test/helpers/forwarder.js'
-import { ALL_MANIFEST_TYPES, buildImage, pushImage } from '../test/helpers/images.js'
+import { buildBigImage, buildImage, pushImage, type BigImage } from '../test/helpers/images.js'
 import { makeTempDir, removeTempDir, run, sleep, waitUntil } from '../test/helpers/proc.js'
 import { startRegistry, type Registry } from '../test/helpers/registry.js'
 import { childrenOf, distributionBlobSize, startDistributionProxy, startNginx, startRegcacheProc, type Nginx, type Server } from './contestants.js'
-import { buildBigImage, type BigImage } from './images.js'
 import { startThrottle } from './throttle.js'
 import {
   BenchFailure,
@@ -763,7 +762,7 @@ async function preflight(): Promise<void> {
   ] as const) {
     if ((await run(cmd, [...args], { timeoutMs: 10_000 })).code === -1) missing.push(cmd)
   }
-  if (missing.length) fail(`missing programs: ${missing.join(', ')} (as root: sh bench/install-deps.sh)`)
+  if (missing.length) fail(`missing programs: ${missing.join(', ')} (as root: sh test/install-deps.sh --bench)`)
   if (!(await hasWrk())) log('wrk not installed: using the undici load generator')
 }
 
@@ -778,7 +777,7 @@ async function main(): Promise<number> {
   log(`upstream registry at ${up.url}; generating the ${S.blobBytes / MB} MB image`)
   const big = await buildBigImage(S.blobBytes)
   defer('big image', () => big.remove())
-  await pushImage({ ref: big.ref } as never, up.host, `${BIG_REPO}:${TAG}`, { timeoutMs: 600_000 })
+  await pushImage(big, up.host, `${BIG_REPO}:${TAG}`, { timeoutMs: 600_000 })
   const small = await buildImage({ layers: 1, layerSize: 16 * 1024 })
   defer('small image', () => small.remove())
   await pushImage(small, up.host, `${TAG_REPO}:${TAG}`)

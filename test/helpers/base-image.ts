@@ -13,7 +13,7 @@ import { chmod, cp, mkdir, readdir, readFile, realpath, rename, rm, stat, symlin
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { ensureCommand, which } from './packages.js'
-import { makeTempDir, removeTempDir, run, runOk } from './proc.js'
+import { makeTempDir, removeTempDir, run, runOk, unmountUnder } from './proc.js'
 import type { Dockerd } from './dockerd.js'
 
 /** Bump when the recipe below changes, so cached tarballs are rebuilt. */
@@ -87,17 +87,6 @@ async function npmDir(): Promise<string> {
   const beside = join(dirname(dirname(process.execPath)), 'lib', 'node_modules', 'npm')
   if (existsSync(join(beside, 'bin', 'npm-cli.js'))) return beside
   throw new Error('cannot find npm on this machine (looked at `which npm` and beside node)')
-}
-
-/** Unmount whatever debootstrap may have left mounted under dir (after a failure). */
-async function unmountUnder(dir: string): Promise<void> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '')
-  const points = info
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p): p is string => !!p && p.startsWith(dir + '/'))
-    .sort((a, b) => b.length - a.length)
-  for (const p of points) await run('umount', ['-l', p], { timeoutMs: 10_000 })
 }
 
 const DPKG_SLIM = `# As in Debian's slim images (node:*-slim is one): no docs, man pages or translations.

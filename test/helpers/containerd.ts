@@ -1,9 +1,9 @@
 // A private containerd (own root, state and socket under a temp dir) so tests
 // can pull through regcache with the same client code real nodes use,
 // configured through hosts.toml mirrors exactly as operators would.
-import { readFile, mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { makeTempDir, removeTempDir, run, runOk, spawnDaemon, waitUntil, type Daemon, type RunResult } from './proc.js'
+import { makeTempDir, removeTempDir, run, spawnDaemon, unmountUnder, waitUntil, type Daemon, type RunResult } from './proc.js'
 
 export const CTR_NAMESPACE = 'regcache-test'
 
@@ -82,17 +82,6 @@ disabled_plugins = [
 [metrics]
   address = ""
 `
-}
-
-/** Overlay snapshots left mounted by a killed daemon would make rm fail with EBUSY. */
-async function unmountUnder(dir: string): Promise<void> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '')
-  const points = info
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p): p is string => !!p && p.startsWith(dir + '/'))
-    .sort((a, b) => b.length - a.length)
-  for (const p of points) await run('umount', ['-l', p], { timeoutMs: 10_000 })
 }
 
 export async function startContainerd(): Promise<Containerd> {

@@ -1,10 +1,13 @@
-// Real, small OCI images built from scratch (no network, no base images) and
-// pushed with skopeo, so tests exercise genuine manifests/blobs in both OCI
-// and Docker schema2 form.
-import { createHash, randomBytes } from 'node:crypto'
-import { cp, mkdir, writeFile } from 'node:fs/promises'
+// Real OCI images built from scratch (no network, no base images) and pushed with skopeo, so tests
+// and the benchmark exercise genuine manifests and blobs in both OCI and Docker schema2 form: small
+// seeded images and indexes held in memory while built, and one big layer streamed to disk.
+import { createCipheriv, createHash, randomBytes } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import { chmod, cp, mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { gzipSync } from 'node:zlib'
+import { Readable, Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createGzip, gzipSync } from 'node:zlib'
 import { makeTempDir, removeTempDir, run } from './proc.js'
 import { HELPER_USER_AGENT, type BasicAuth } from './registry.js'
 
@@ -61,9 +64,16 @@ export interface OciIndexLayout {
 }
 
 export interface BuildImageOptions {
-  layers: number
+  /** How many layers of `layerSize` bytes, or the size of each layer. */
+  layers: number | number[]
   /** Random bytes per layer; random data so gzip cannot shrink it. Default 64 KiB. */
   layerSize?: number
+  /**
+   * 'seeded' (default): bytes derived from the seed, so builds are reproducible. 'random': fresh
+   * random bytes in stored (level 0) gzip blocks, a new image every time but many times faster to
+   * make, for layers of many MiB.
+   */
+  fill?: 'seeded' | 'random'
   arch?: string
   os?: string
   variant?: string
@@ -74,6 +84,7 @@ export interface BuildImageOptions {
 }
 
 const sha256 = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex')
+const hex = (digest: string) => digest.slice('sha256:'.length)
 
 /** Deterministic byte stream (sha256 in counter mode) so seeded builds are reproducible. */
 function seededBytes(seed: string, n: number): Buffer {
@@ -87,10 +98,10 @@ function seededBytes(seed: string, n: number): Buffer {
 }
 
 /**
- * Single-file ustar archive. Hand-rolled rather than shelling out to tar so
- * output is byte-stable (fixed mtime/owner) and needs no temp files.
+ * ustar header of one regular file. Hand-rolled rather than shelling out to tar so output is
+ * byte-stable (fixed mtime/owner) and needs no temp files.
  */
-export function tarOneFile(name: string, content: Buffer): Buffer {
+function tarHeader(name: string, size: number): Buffer {
   const header = Buffer.alloc(512)
   const put = (s: string, off: number, len: number) => header.write(s, off, len, 'ascii')
   const octal = (n: number, len: number) => n.toString(8).padStart(len - 1, '0') + '\0'
@@ -98,7 +109,7 @@ export function tarOneFile(name: string, content: Buffer): Buffer {
   put(octal(0o644, 8), 100, 8)
   put(octal(0, 8), 108, 8) // uid
   put(octal(0, 8), 116, 8) // gid
-  put(octal(content.length, 12), 124, 12)
+  put(octal(size, 12), 124, 12)
   put(octal(0, 12), 136, 12) // mtime: fixed for reproducibility
   put('        ', 148, 8) // checksum placeholder (spaces) while summing
   put('0', 156, 1) // regular file
@@ -109,97 +120,184 @@ export function tarOneFile(name: string, content: Buffer): Buffer {
   let sum = 0
   for (const b of header) sum += b
   put(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8)
-  const pad = Buffer.alloc((512 - (content.length % 512)) % 512)
-  // Two zero blocks mark end of archive.
-  return Buffer.concat([header, content, pad, Buffer.alloc(1024)])
+  return header
+}
+
+/** What follows a file of `size` bytes: padding to a block, then two zero blocks (end of archive). */
+const tarTrailer = (size: number) => Buffer.alloc(((512 - (size % 512)) % 512) + 1024)
+
+/** Single-file ustar archive. */
+export function tarOneFile(name: string, content: Buffer): Buffer {
+  return Buffer.concat([tarHeader(name, content.length), content, tarTrailer(content.length)])
 }
 
 async function writeBlob(dir: string, data: Buffer): Promise<string> {
   const digest = sha256(data)
-  await writeFile(join(dir, 'blobs', 'sha256', digest.slice('sha256:'.length)), data)
+  await writeFile(join(dir, 'blobs', 'sha256', hex(digest)), data)
   return digest
 }
 
-async function initLayout(): Promise<string> {
+/** A fresh, empty OCI layout in a temp dir, removed again when `fill` fails. */
+async function inNewLayout<T>(fill: (dir: string) => Promise<T>): Promise<T> {
   const dir = await makeTempDir()
-  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true })
-  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
-  return dir
-}
-
-async function writeIndexJson(dir: string, top: { mediaType: string; digest: string; size: number }) {
-  // skopeo's `oci:DIR:latest` selects the descriptor by this annotation.
-  const index = {
-    schemaVersion: 2,
-    mediaType: MT.ociIndex,
-    manifests: [{ ...top, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }],
-  }
-  await writeFile(join(dir, 'index.json'), JSON.stringify(index))
-}
-
-export async function buildImage(opts: BuildImageOptions): Promise<OciLayout> {
-  const seed = opts.seed ?? randomBytes(16).toString('hex')
-  const label = opts.label ?? seed
-  const layerSize = opts.layerSize ?? 64 * 1024
-  const platform: Platform = { os: opts.os ?? 'linux', architecture: opts.arch ?? 'amd64' }
-  if (opts.variant) platform.variant = opts.variant
-  const dir = await initLayout()
   try {
-    const layerDigests: string[] = []
-    const layerSizes: number[] = []
-    const diffIds: string[] = []
-    for (let i = 0; i < opts.layers; i++) {
-      const tar = tarOneFile(`layer-${i}.bin`, seededBytes(`${seed}/layer/${i}`, layerSize))
-      // level 1: content is random anyway; fixed header (mtime 0) keeps it deterministic.
-      const gz = gzipSync(tar, { level: 1 })
-      diffIds.push(sha256(tar))
-      layerDigests.push(await writeBlob(dir, gz))
-      layerSizes.push(gz.length)
-    }
-    const config = Buffer.from(
-      JSON.stringify({
-        created: '2000-01-01T00:00:00Z',
-        ...platform,
-        config: { Labels: { 'regcache.test.label': label }, Cmd: ['/bin/true'] },
-        rootfs: { type: 'layers', diff_ids: diffIds },
-        history: diffIds.map((_, i) => ({ created: '2000-01-01T00:00:00Z', created_by: `regcache-test layer ${i}` })),
-      }),
-    )
-    const configDigest = await writeBlob(dir, config)
-    const manifestBytes = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MT.ociManifest,
-        config: { mediaType: MT.ociConfig, digest: configDigest, size: config.length },
-        layers: layerDigests.map((digest, i) => ({ mediaType: MT.ociLayerGzip, digest, size: layerSizes[i] })),
-      }),
-    )
-    const manifestDigest = await writeBlob(dir, manifestBytes)
-    await writeIndexJson(dir, { mediaType: MT.ociManifest, digest: manifestDigest, size: manifestBytes.length })
-    return {
-      dir,
-      ref: `oci:${dir}:latest`,
-      manifestDigest,
-      manifestSize: manifestBytes.length,
-      manifestBytes,
-      configDigest,
-      layerDigests,
-      layerSizes,
-      diffIds,
-      platform,
-      label,
-      remove: () => removeTempDir(dir),
-    }
+    await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true })
+    await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
+    return await fill(dir)
   } catch (e) {
     await removeTempDir(dir)
     throw e
   }
 }
 
+/** Writes the image's top manifest (or index) and points index.json's `latest` at it. */
+async function writeTop(dir: string, mediaType: string, bytes: Buffer): Promise<string> {
+  const digest = await writeBlob(dir, bytes)
+  // skopeo's `oci:DIR:latest` selects the descriptor by this annotation.
+  const index = {
+    schemaVersion: 2,
+    mediaType: MT.ociIndex,
+    manifests: [{ mediaType, digest, size: bytes.length, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }],
+  }
+  await writeFile(join(dir, 'index.json'), JSON.stringify(index))
+  return digest
+}
+
+/** A gzip layer already in the layout's blobs. */
+interface WrittenLayer {
+  digest: string
+  size: number
+  /** sha256 of the uncompressed tar. */
+  diffId: string
+}
+
+/** Writes config, manifest and index.json over layers already in `dir`. */
+async function finishImage(dir: string, layers: WrittenLayer[], platform: Platform, label: string): Promise<OciLayout> {
+  const diffIds = layers.map((l) => l.diffId)
+  const config = Buffer.from(
+    JSON.stringify({
+      created: '2000-01-01T00:00:00Z',
+      ...platform,
+      config: { Labels: { 'regcache.test.label': label }, Cmd: ['/bin/true'] },
+      rootfs: { type: 'layers', diff_ids: diffIds },
+      history: diffIds.map((_, i) => ({ created: '2000-01-01T00:00:00Z', created_by: `regcache-test layer ${i}` })),
+    }),
+  )
+  const configDigest = await writeBlob(dir, config)
+  const manifestBytes = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MT.ociManifest,
+      config: { mediaType: MT.ociConfig, digest: configDigest, size: config.length },
+      layers: layers.map(({ digest, size }) => ({ mediaType: MT.ociLayerGzip, digest, size })),
+    }),
+  )
+  const manifestDigest = await writeTop(dir, MT.ociManifest, manifestBytes)
+  return {
+    dir,
+    ref: `oci:${dir}:latest`,
+    manifestDigest,
+    manifestSize: manifestBytes.length,
+    manifestBytes,
+    configDigest,
+    layerDigests: layers.map((l) => l.digest),
+    layerSizes: layers.map((l) => l.size),
+    diffIds,
+    platform,
+    label,
+    remove: () => removeTempDir(dir),
+  }
+}
+
+export async function buildImage(opts: BuildImageOptions): Promise<OciLayout> {
+  const seed = opts.seed ?? randomBytes(16).toString('hex')
+  const sizes = typeof opts.layers === 'number' ? Array<number>(opts.layers).fill(opts.layerSize ?? 64 * 1024) : opts.layers
+  const random = opts.fill === 'random'
+  const platform: Platform = { os: opts.os ?? 'linux', architecture: opts.arch ?? 'amd64' }
+  if (opts.variant) platform.variant = opts.variant
+  return inNewLayout(async (dir) => {
+    const layers: WrittenLayer[] = []
+    for (const [i, size] of sizes.entries()) {
+      const tar = tarOneFile(`layer-${i}.bin`, random ? randomBytes(size) : seededBytes(`${seed}/layer/${i}`, size))
+      // The content is random either way, so compressing it only costs time; the fixed tar
+      // header (mtime 0) keeps seeded builds deterministic.
+      const gz = gzipSync(tar, { level: random ? 0 : 1 })
+      layers.push({ digest: await writeBlob(dir, gz), size: gz.length, diffId: sha256(tar) })
+    }
+    return finishImage(dir, layers, platform, opts.label ?? seed)
+  })
+}
+
+/** A blob of a built image (a layer as pushed, the config, a manifest), from its layout on disk. */
+export function readLayoutBlob(layout: OciLayout | OciIndexLayout, digest: string): Promise<Buffer> {
+  return readFile(join(layout.dir, 'blobs', 'sha256', hex(digest)))
+}
+
+export interface BigImage extends OciLayout {
+  layerDigest: string
+  layerSize: number
+  /** Directory and file name of the layer blob on disk, for a web server to serve it. */
+  layerDir: string
+  layerFile: string
+}
+
+/** The uncompressed tar: header, `size` pseudo-random bytes, padding, end-of-archive. */
+function* bigTarChunks(size: number): Generator<Buffer> {
+  yield tarHeader('payload.bin', size)
+  const cipher = createCipheriv('aes-128-ctr', randomBytes(16), randomBytes(16))
+  const CHUNK = 16 * 1024 * 1024
+  const zeros = Buffer.alloc(CHUNK)
+  for (let left = size; left > 0; left -= CHUNK) {
+    const n = Math.min(CHUNK, left)
+    yield cipher.update(n === CHUNK ? zeros : zeros.subarray(0, n))
+  }
+  yield tarTrailer(size)
+}
+
+/** Passes chunks through, feeding them to `seen` on the way. */
+const tap = (seen: (chunk: Buffer) => void) =>
+  new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      seen(chunk)
+      cb(null, chunk)
+    },
+  })
+
+/**
+ * A big single-layer image, written to disk as a stream: the layer is a real tar.gz of one file
+ * of incompressible AES-CTR keystream, in gzip "stored" blocks so writing it costs no compression
+ * time, hashed as it is written. Readable by other users (a web server's workers may serve it).
+ */
+export async function buildBigImage(payloadBytes: number): Promise<BigImage> {
+  return inNewLayout(async (dir) => {
+    const blobs = join(dir, 'blobs', 'sha256')
+    const diff = createHash('sha256')
+    const gz = createHash('sha256')
+    let layerSize = 0
+    const tmp = join(blobs, 'layer.tmp')
+    await pipeline(
+      Readable.from(bigTarChunks(payloadBytes)),
+      tap((c) => diff.update(c)),
+      createGzip({ level: 0, chunkSize: 1024 * 1024 }),
+      tap((c) => {
+        gz.update(c)
+        layerSize += c.length
+      }),
+      createWriteStream(tmp),
+    )
+    const layer: WrittenLayer = { digest: 'sha256:' + gz.digest('hex'), size: layerSize, diffId: 'sha256:' + diff.digest('hex') }
+    const layerFile = hex(layer.digest)
+    await rename(tmp, join(blobs, layerFile))
+    const image = await finishImage(dir, [layer], { os: 'linux', architecture: 'amd64' }, randomBytes(16).toString('hex'))
+    for (const d of [dir, join(dir, 'blobs'), blobs]) await chmod(d, 0o755)
+    await chmod(join(blobs, layerFile), 0o644)
+    return { ...image, layerDigest: layer.digest, layerSize, layerDir: blobs, layerFile }
+  })
+}
+
 /** Multi-platform image: an OCI index over the given images (give them distinct platforms). */
 export async function buildIndex(images: OciLayout[]): Promise<OciIndexLayout> {
-  const dir = await initLayout()
-  try {
+  return inNewLayout(async (dir) => {
     for (const img of images) {
       await cp(join(img.dir, 'blobs'), join(dir, 'blobs'), { recursive: true, force: true })
     }
@@ -216,8 +314,7 @@ export async function buildIndex(images: OciLayout[]): Promise<OciIndexLayout> {
         manifests: children.map((c) => ({ mediaType: MT.ociManifest, digest: c.digest, size: c.size, platform: c.platform })),
       }),
     )
-    const indexDigest = await writeBlob(dir, indexBytes)
-    await writeIndexJson(dir, { mediaType: MT.ociIndex, digest: indexDigest, size: indexBytes.length })
+    const indexDigest = await writeTop(dir, MT.ociIndex, indexBytes)
     return {
       dir,
       ref: `oci:${dir}:latest`,
@@ -227,10 +324,7 @@ export async function buildIndex(images: OciLayout[]): Promise<OciIndexLayout> {
       children,
       remove: () => removeTempDir(dir),
     }
-  } catch (e) {
-    await removeTempDir(dir)
-    throw e
-  }
+  })
 }
 
 export interface RegistryClientOptions {
@@ -283,13 +377,16 @@ function splitRepoTag(repoAndTag: string): [string, string] {
   return [repoAndTag, 'latest']
 }
 
-/** Push with skopeo; returns the digest the registry now serves for the tag. */
-export async function pushImage(
+/**
+ * Copy into a registry with skopeo, which also does any token exchange itself. For a layout pushed
+ * unconverted the digest is the built one; pushImage() asks the registry.
+ */
+export async function copyImage(
   layout: OciLayout | OciIndexLayout,
   registryHost: string,
   repoAndTag: string,
   opts: PushOptions = {},
-): Promise<{ digest: string }> {
+): Promise<void> {
   const [repo, tag] = splitRepoTag(repoAndTag)
   const host = registryHost.replace(/^https?:\/\//, '')
   const all = opts.all ?? 'indexDigest' in layout
@@ -302,7 +399,18 @@ export async function pushImage(
   args.push(layout.ref, `docker://${host}/${repo}:${tag}`)
   const r = await run('skopeo', args, { timeoutMs: opts.timeoutMs ?? 60_000 })
   if (r.code !== 0) throw new Error(`skopeo ${args.join(' ')} failed (${r.code}):\n${r.stderr}${r.stdout}`)
-  const digest = await resolveDigest(host, repo, tag, { auth: opts.auth })
+}
+
+/** Push with skopeo; returns the digest the registry now serves for the tag (asked with Basic auth). */
+export async function pushImage(
+  layout: OciLayout | OciIndexLayout,
+  registryHost: string,
+  repoAndTag: string,
+  opts: PushOptions = {},
+): Promise<{ digest: string }> {
+  await copyImage(layout, registryHost, repoAndTag, opts)
+  const [repo, tag] = splitRepoTag(repoAndTag)
+  const digest = await resolveDigest(registryHost.replace(/^https?:\/\//, ''), repo, tag, { auth: opts.auth })
   if (!digest) throw new Error(`pushed ${repo}:${tag} but registry answers 404`)
   return { digest }
 }

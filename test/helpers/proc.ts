@@ -2,7 +2,7 @@
 // containerd) and the CLI-driving helpers (skopeo, ctr).
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, rmSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -41,6 +41,37 @@ export async function makeTempDir(): Promise<string> {
 export async function removeTempDir(dir: string): Promise<void> {
   liveDirs.delete(dir)
   await rm(dir, { recursive: true, force: true, maxRetries: 3 })
+}
+
+/**
+ * Starts something that lives in a fresh temp dir. `start` hands the daemon it spawns to `track`;
+ * when `start` throws, that daemon is stopped and the dir removed, so a failed start leaves
+ * nothing behind.
+ */
+export async function startInTempDir<T>(start: (dir: string, track: (d: Daemon) => Daemon) => Promise<T>): Promise<T> {
+  const dir = await makeTempDir()
+  let daemon: Daemon | undefined
+  try {
+    return await start(dir, (d) => (daemon = d))
+  } catch (e) {
+    await daemon?.stop()
+    await removeTempDir(dir)
+    throw e
+  }
+}
+
+/**
+ * Unmount whatever is still mounted below dir (overlay snapshots of a killed containerd, what a
+ * failed debootstrap left), deepest first: rm of a mount point fails with EBUSY.
+ */
+export async function unmountUnder(dir: string): Promise<void> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '')
+  const points = info
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((p): p is string => !!p && p.startsWith(dir + '/'))
+    .sort((a, b) => b.length - a.length)
+  for (const p of points) await run('umount', ['-l', p], { timeoutMs: 10_000 })
 }
 
 export interface ExitInfo {

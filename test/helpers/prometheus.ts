@@ -6,7 +6,7 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { freePort } from './ports.js'
-import { makeTempDir, removeTempDir, run, spawnDaemon, waitUntil, type Daemon, type RunResult } from './proc.js'
+import { removeTempDir, run, spawnDaemon, startInTempDir, waitUntil, type Daemon, type RunResult } from './proc.js'
 
 export interface PrometheusOptions {
   /** host:port targets of the one scrape job. */
@@ -48,9 +48,7 @@ export interface Prometheus {
 }
 
 export async function startPrometheus(opts: PrometheusOptions): Promise<Prometheus> {
-  const dir = await makeTempDir()
-  let daemon: Daemon | undefined
-  try {
+  return startInTempDir(async (dir, track) => {
     const port = await freePort()
     const url = `http://127.0.0.1:${port}`
     const dataDir = join(dir, 'tsdb')
@@ -70,20 +68,22 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
         scrape_configs: [{ job_name: opts.job ?? 'regcache', static_configs: [{ targets: opts.targets }] }],
       }),
     )
-    daemon = spawnDaemon(
-      'prometheus',
-      [
-        `--config.file=${configFile}`,
-        `--storage.tsdb.path=${dataDir}`,
-        `--web.listen-address=127.0.0.1:${port}`,
-        `--web.external-url=${url}/`,
-        '--storage.tsdb.retention.time=1h',
-        // The packaged defaults point at /etc/prometheus and /usr/share; keep everything in the temp dir.
-        `--web.console.templates=${join(dir, 'consoles')}`,
-        `--web.console.libraries=${join(dir, 'console_libraries')}`,
-        '--log.level=warn',
-      ],
-      { cwd: dir },
+    const daemon = track(
+      spawnDaemon(
+        'prometheus',
+        [
+          `--config.file=${configFile}`,
+          `--storage.tsdb.path=${dataDir}`,
+          `--web.listen-address=127.0.0.1:${port}`,
+          `--web.external-url=${url}/`,
+          '--storage.tsdb.retention.time=1h',
+          // The packaged defaults point at /etc/prometheus and /usr/share; keep everything in the temp dir.
+          `--web.console.templates=${join(dir, 'consoles')}`,
+          `--web.console.libraries=${join(dir, 'console_libraries')}`,
+          '--log.level=warn',
+        ],
+        { cwd: dir },
+      ),
     )
     const api = async <T>(path: string, params: Record<string, string> = {}): Promise<PromResponse<T>> => {
       const qs = new URLSearchParams(params).toString()
@@ -118,11 +118,7 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
         await removeTempDir(dir)
       },
     }
-  } catch (e) {
-    await daemon?.stop()
-    await removeTempDir(dir)
-    throw e
-  }
+  })
 }
 
 export function promtool(args: string[], cwd?: string): Promise<RunResult> {

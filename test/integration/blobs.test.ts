@@ -5,110 +5,29 @@
 // Debian's docker-registry upstream, images pushed with skopeo, regcache in-process or as a child
 // process, and TCP pass-throughs that cut or hold the upstream connection.
 
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, open, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { open, readdir, rm, stat } from 'node:fs/promises'
 import net from 'node:net'
 import { join } from 'node:path'
-import { gzipSync } from 'node:zlib'
 import t from 'tap'
 import { Agent, request, type Dispatcher } from 'undici'
 import { startChildRegcache } from '../helpers/child-regcache.js'
 import { startForwarder } from '../helpers/forwarder.js'
-import { MT, pushImage, tarOneFile, type OciLayout } from '../helpers/images.js'
+import { buildImage, pushImage, readLayoutBlob } from '../helpers/images.js'
 import { freePort } from '../helpers/ports.js'
-import { makeTempDir, removeTempDir, waitUntil } from '../helpers/proc.js'
+import { waitUntil } from '../helpers/proc.js'
 import { startRegistry, type Registry } from '../helpers/registry.js'
 import { startRegcache } from '../helpers/regcache.js'
 
 const MiB = 1024 * 1024
-const sha256 = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex')
 const hexOf = (digest: string) => digest.slice('sha256:'.length)
 const blobFile = (dataDir: string, digest: string) => join(dataDir, 'blobs', 'sha256', hexOf(digest).slice(0, 2), hexOf(digest))
 const registryBlobFile = (reg: Registry, digest: string) =>
   join(reg.dataDir, 'docker/registry/v2/blobs/sha256', hexOf(digest).slice(0, 2), hexOf(digest), 'data')
 
-// ---------------------------------------------------------------------------------------------
-// Images with big random layers. images.ts' buildImage derives its bytes from sha256 in counter
-// mode and gzips them, which takes ~9 s for 100 MB here; random bytes in a stored (level 0) gzip
-// are just as incompressible and take well under a second.
-
-interface BigImage extends OciLayout {
-  layers: Buffer[]
-}
-
-async function buildBigImage(layerSizes: number[]): Promise<BigImage> {
-  const dir = await makeTempDir()
-  try {
-    await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true })
-    await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
-    const put = async (b: Buffer) => {
-      const d = sha256(b)
-      await writeFile(join(dir, 'blobs', 'sha256', hexOf(d)), b)
-      return d
-    }
-    const layers: Buffer[] = []
-    const diffIds: string[] = []
-    for (const [i, size] of layerSizes.entries()) {
-      const tar = tarOneFile(`big-${i}.bin`, randomBytes(size))
-      diffIds.push(sha256(tar))
-      layers.push(gzipSync(tar, { level: 0 }))
-    }
-    const layerDigests = await Promise.all(layers.map(put))
-    const config = Buffer.from(
-      JSON.stringify({
-        created: '2000-01-01T00:00:00Z',
-        os: 'linux',
-        architecture: 'amd64',
-        config: { Labels: { 'regcache.test.label': randomBytes(8).toString('hex') } },
-        rootfs: { type: 'layers', diff_ids: diffIds },
-      }),
-    )
-    const configDigest = await put(config)
-    const manifestBytes = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MT.ociManifest,
-        config: { mediaType: MT.ociConfig, digest: configDigest, size: config.length },
-        layers: layers.map((l, i) => ({ mediaType: MT.ociLayerGzip, digest: layerDigests[i], size: l.length })),
-      }),
-    )
-    const manifestDigest = await put(manifestBytes)
-    await writeFile(
-      join(dir, 'index.json'),
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MT.ociIndex,
-        manifests: [
-          {
-            mediaType: MT.ociManifest,
-            digest: manifestDigest,
-            size: manifestBytes.length,
-            annotations: { 'org.opencontainers.image.ref.name': 'latest' },
-          },
-        ],
-      }),
-    )
-    return {
-      dir,
-      ref: `oci:${dir}:latest`,
-      manifestDigest,
-      manifestSize: manifestBytes.length,
-      manifestBytes,
-      configDigest,
-      layerDigests,
-      layerSizes: layers.map((l) => l.length),
-      diffIds,
-      platform: { os: 'linux', architecture: 'amd64' },
-      label: 'big',
-      layers,
-      remove: () => removeTempDir(dir),
-    }
-  } catch (e) {
-    await removeTempDir(dir)
-    throw e
-  }
-}
+/** Images with big random layers, quick to make (see BuildImageOptions.fill). */
+const buildBigImage = (layerSizes: number[]) => buildImage({ layers: layerSizes, fill: 'random' })
 
 // ---------------------------------------------------------------------------------------------
 // A TCP pass-through that can hold a response mid-body: with hold(n), every connection stops
@@ -342,7 +261,7 @@ t.test('blobs through regcache', async (t) => {
     t.teardown(img.remove)
     await pushImage(img, reg.host, 'library/fanout:1', { timeoutMs: 120_000 })
     const digest = img.layerDigests[0]!
-    const layer = img.layers[0]!
+    const layer = await readLayoutBlob(img, digest)
     const size = layer.length
 
     const gate = await startGate({ host: '127.0.0.1', port: reg.port })
@@ -482,7 +401,7 @@ t.test('blobs through regcache', async (t) => {
     t.notOk(r.error, 'no transfer error')
     t.equal(r.received, size, 'the whole blob')
     t.equal(r.digest, digest, 'the bytes hash to the digest')
-    t.ok(r.body?.equals(img.layers[0]!), 'byte for byte')
+    t.ok(r.body?.equals(await readLayoutBlob(img, img.layerDigests[0]!)), 'byte for byte')
 
     await reg.settle()
     const gets = reg.requests({ method: 'GET', pathIncludes: `/blobs/${digest}` })
@@ -586,7 +505,7 @@ t.test('blobs through regcache', async (t) => {
     t.teardown(img.remove)
     await pushImage(img, reg.host, 'library/crash:1')
     const [big, damaged, deleted] = img.layerDigests as [string, string, string]
-    const [bigLayer, damagedLayer, deletedLayer] = img.layers as [Buffer, Buffer, Buffer]
+    const [bigLayer, damagedLayer, deletedLayer] = await Promise.all([big, damaged, deleted].map((d) => readLayoutBlob(img, d)))
 
     const gate = await startGate({ host: '127.0.0.1', port: reg.port })
     t.teardown(gate.stop)
