@@ -6,6 +6,8 @@ import { BlobStore } from '../storage/blob-store.js'
 import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
 import { fsck } from '../core/fsck.js'
+import { DataDirInUseError, DataDirLock } from '../storage/data-lock.js'
+import { existsSync } from 'node:fs'
 
 export async function fsckCommand(argv: string[]): Promise<number> {
   let values
@@ -20,11 +22,34 @@ export async function fsckCommand(argv: string[]): Promise<number> {
   }
   const config = configOrExit(values.config as string | undefined)
   if (!config) return 2
-  const meta = new Metadata(dbPath(config.dataDir))
+  const repair = values.repair === true
+  // Repairs delete: only while no server owns the directory. A plain check only reads.
+  let lock: DataDirLock | undefined
+  if (repair) {
+    try {
+      lock = DataDirLock.acquire(config.dataDir)
+    } catch (err) {
+      if (err instanceof DataDirInUseError) {
+        process.stderr.write(`regcache: fsck --repair: ${err.message}; a check without --repair can run beside it\n`)
+        return 1
+      }
+      throw err
+    }
+  } else if (!existsSync(dbPath(config.dataDir))) {
+    process.stderr.write(`regcache: no database at ${dbPath(config.dataDir)} (has the server run with this dataDir?)\n`)
+    return 1
+  }
+  const meta = new Metadata(dbPath(config.dataDir), { readonly: !repair })
+  let lastReport = Date.now()
   try {
     const report = await fsck(new BlobStore(config.dataDir), meta, {
-      repair: values.repair === true,
-      onProblem: (kind, digest) => process.stdout.write(`${kind.padEnd(8)} ${digest}${values.repair ? ' (removed)' : ''}\n`),
+      repair,
+      onProblem: (kind, digest) => process.stdout.write(`${kind.padEnd(8)} ${digest}${repair ? ' (removed)' : ''}\n`),
+      onProgress: (checked) => {
+        if (Date.now() - lastReport < 5000) return
+        lastReport = Date.now()
+        process.stderr.write(`regcache: fsck: ${checked} blobs checked so far\n`)
+      },
     })
     const problems = report.corrupt.length + report.orphaned.length + report.missing.length
     process.stdout.write(
@@ -35,5 +60,6 @@ export async function fsckCommand(argv: string[]): Promise<number> {
     return problems > 0 && !values.repair ? 1 : 0
   } finally {
     meta.close()
+    lock?.release()
   }
 }

@@ -33,7 +33,8 @@ export interface Config {
   readonly logLevel: string
   readonly defaultUpstream: string
   readonly upstreams: Readonly<Record<string, UpstreamConfig>>
-  readonly cache: { readonly maxSizeBytes?: number; readonly maxAgeMs?: number }
+  /** scrubMs: every stored byte is re-hashed once per this long (0: never). */
+  readonly cache: { readonly maxSizeBytes?: number; readonly maxAgeMs?: number; readonly scrubMs: number }
   readonly tls?: { readonly certFile: string; readonly keyFile: string }
   readonly shutdownGraceMs: number
 }
@@ -182,7 +183,7 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
     logLevel: doc.logLevel,
     defaultUpstream: doc.defaultUpstream,
     upstreams: Object.freeze(upstreams),
-    cache: Object.freeze({ maxSizeBytes, maxAgeMs }),
+    cache: Object.freeze({ maxSizeBytes, maxAgeMs, scrubMs: ms('cache.scrub', doc.cache.scrub, false) }),
     tls: doc.tls ? Object.freeze({ certFile: path(doc.tls.certFile), keyFile: path(doc.tls.keyFile) }) : undefined,
     shutdownGraceMs: ms('shutdownGrace', doc.shutdownGrace),
   }

@@ -61,6 +61,7 @@ export const configSchema = Type.Object(
     cache: Section({
       maxSize: Type.Optional(Size()),
       maxAge: Type.Optional(Duration()),
+      scrub: Duration({ default: '7d' }),
     }),
     tls: Type.Optional(Type.Object({ certFile: NonEmpty(), keyFile: NonEmpty() }, { additionalProperties: false })),
     shutdownGrace: Duration({ default: '30s' }),

@@ -10,7 +10,8 @@ import type { CacheOutcome, Target } from './target.js'
 import { headerValue } from '../upstream/headers.js'
 import type { Metrics } from './metrics.js'
 import type { Upstreams } from './upstreams.js'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { ContentStore } from '../storage/content-store.js'
+import { verifyingStream } from './verify-stream.js'
 import { DigestMismatchError } from '../storage/blob-store.js'
 import type { Metadata } from '../storage/metadata.js'
 
@@ -23,6 +24,19 @@ export interface BlobResult {
   open(start: number, end: number): Readable
 }
 
+export interface BlobsOptions {
+  upstreams: Upstreams
+  meta: Metadata
+  store: ContentStore
+  metrics: Metrics
+  log: Logger
+  onFillEnded?: () => void
+  /** A damaged blob was dropped. */
+  onDropped?: (digest: string) => void
+  /** Whole blobs not verified within this long are re-hashed while served (0: never). */
+  scrubMs?: number
+}
+
 export class Blobs {
   private readonly fills = new Map<string, Fill>()
   private readonly starting = new SingleFlight<Fill>()
@@ -30,15 +44,19 @@ export class Blobs {
   private readonly serving = new Map<string, number>()
   private readonly upstreams: Upstreams
   private readonly meta: Metadata
-  private readonly store: BlobStore
+  private readonly store: ContentStore
   private readonly metrics: Metrics
   private readonly log: Logger
   /** Called after each fill ends (eviction may be due). */
   private readonly onFillEnded: () => void
+  private readonly onDropped: (digest: string) => void
+  private readonly scrubMs: number
 
-  constructor(deps: { upstreams: Upstreams; meta: Metadata; store: BlobStore; metrics: Metrics; log: Logger; onFillEnded?: () => void }) {
+  constructor(deps: BlobsOptions) {
     ;({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log: this.log } = deps)
     this.onFillEnded = deps.onFillEnded ?? (() => {})
+    this.onDropped = deps.onDropped ?? (() => {})
+    this.scrubMs = deps.scrubMs ?? 0
   }
 
   /** Digests being filled or served now: eviction must leave them alone. */
@@ -68,9 +86,13 @@ export class Blobs {
       if (size === undefined) {
         // Recorded but gone (evicted, or lost in a crash): a miss, fetched again.
         this.meta.deleteContent(digest)
+      } else if (size !== row.size) {
+        // Truncated or grown on disk: damaged, never served; fetched again.
+        this.log.error({ digest, size, recorded: row.size }, 'stored blob is damaged (size differs); dropped, fetched again')
+        await this.drop(digest)
       } else if (linked || (await this.confirmUpstream(t, digest))) {
         this.meta.touch(digest)
-        return { digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.openCached(digest, s, e) }
+        return { digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.openCached(digest, size, s, e) }
       }
     }
     if (method === 'HEAD') return this.headUpstream(t, digest)
@@ -79,8 +101,29 @@ export class Blobs {
     return this.fromFill(started, flight.joined ? 'coalesced' : 'miss')
   }
 
-  private openCached(digest: string, start: number, end: number): Readable {
-    return this.track(digest, this.store.createReadStream(digest, start, end))
+  private openCached(digest: string, size: number, start: number, end: number): Readable {
+    const stream = this.store.createReadStream(digest, start, end)
+    // A whole blob not verified within the scrub cycle is re-hashed as it goes out: damage is
+    // caught before the last byte, and the file dropped, so it is never served twice.
+    const verifiedAt = this.meta.verifiedAt(digest) ?? 0
+    if (this.scrubMs <= 0 || start !== 0 || end !== size - 1 || Date.now() - verifiedAt < this.scrubMs) return this.track(digest, stream)
+    const check = verifyingStream(digest, (ok) => {
+      this.metrics.scrubbed.inc({ result: ok ? 'ok' : 'corrupt' })
+      if (ok) this.meta.markVerified(digest)
+      else {
+        this.log.error({ digest }, 'stored blob does not hash to its digest (damaged on disk); transfer cut, dropped, fetched again next time')
+        void this.drop(digest)
+      }
+    })
+    stream.on('error', (err) => check.destroy(err))
+    check.on('close', () => stream.destroy())
+    return this.track(digest, stream.pipe(check))
+  }
+
+  private async drop(digest: string): Promise<void> {
+    this.meta.deleteContent(digest)
+    await this.store.remove(digest).catch((err) => this.log.error({ err, digest }, 'removing a damaged blob failed'))
+    this.onDropped(digest)
   }
 
   /** Counts a client stream as serving `digest` until it closes. */

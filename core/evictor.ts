@@ -9,6 +9,12 @@ import type { Metadata } from '../storage/metadata.js'
 import type { Metrics } from './metrics.js'
 
 export const LOW_WATERMARK = 0.9
+/** Rows evicted per transaction; the event loop is yielded between pages. */
+const PAGE = 500
+/** Last-access times written per transaction. */
+const FLUSH_SLICE = 2000
+
+const yieldToRequests = () => new Promise<void>((resolve) => setImmediate(resolve))
 
 export interface EvictorOptions {
   meta: Metadata
@@ -82,20 +88,35 @@ export class Evictor {
   }
 
   private async run(): Promise<number> {
-    this.meta.flushAccess()
-    const busy = this.opts.busy()
+    // Pending last-access times decide the LRU order: written in slices, never one long block.
+    while (this.meta.pendingAccessCount > 0) {
+      this.meta.flushAccess(FLUSH_SLICE)
+      await yieldToRequests()
+    }
     let evicted = 0
-    const evict = async (digest: string, size: number, why: string) => {
-      this.meta.deleteContent(digest)
-      await this.store.remove(digest)
-      this.opts.onEvicted?.(digest)
-      this.metrics.evictions.inc()
-      evicted++
-      this.log.debug({ digest, size, why }, 'evicted')
+    // Removes one page of victims: rows in one transaction (no request sees them as cached from
+    // then on), then the files. Busy digests are re-read for every page, skipped, not waited for.
+    const evictPage = async (rows: { digest: string; size: number }[], why: string): Promise<{ removed: number; skipped: number; bytes: number }> => {
+      const busy = this.opts.busy()
+      const victims = rows.filter((r) => !busy.has(r.digest))
+      this.meta.deleteContents(victims.map((r) => r.digest))
+      for (const r of victims) {
+        await this.store.remove(r.digest)
+        this.opts.onEvicted?.(r.digest)
+        this.log.debug({ digest: r.digest, size: r.size, why }, 'evicted')
+      }
+      this.metrics.evictions.inc(victims.length)
+      evicted += victims.length
+      await yieldToRequests()
+      return { removed: victims.length, skipped: rows.length - victims.length, bytes: victims.reduce((a, r) => a + r.size, 0) }
     }
     if (this.opts.maxAgeMs !== undefined) {
-      for (const row of this.meta.unusedSince(Date.now() - this.opts.maxAgeMs)) {
-        if (!busy.has(row.digest)) await evict(row.digest, row.size, 'maxAge')
+      const cutoff = Date.now() - this.opts.maxAgeMs
+      let skipped = 0
+      for (;;) {
+        const page = this.meta.unusedSince(cutoff, PAGE, skipped)
+        if (page.length === 0) break
+        skipped += (await evictPage(page, 'maxAge')).skipped
       }
     }
     const max = this.opts.maxSizeBytes
@@ -104,20 +125,21 @@ export class Evictor {
       if (bytes > max) {
         const target = Math.floor(max * LOW_WATERMARK)
         const before = bytes
-        // Walk the LRU order in pages; busy blobs are skipped, not waited for.
-        let offset = 0
+        let skipped = 0
         while (bytes > target) {
-          const page = this.meta.leastRecentlyUsed(offset + 256).slice(offset)
+          const page = this.meta.leastRecentlyUsed(PAGE, skipped)
           if (page.length === 0) break
+          // Only as many as needed to reach the low watermark.
+          let need = bytes - target
+          const take = []
           for (const row of page) {
-            if (bytes <= target) break
-            if (busy.has(row.digest)) {
-              offset++
-              continue
-            }
-            await evict(row.digest, row.size, 'maxSize')
-            bytes -= row.size
+            if (need <= 0) break
+            take.push(row)
+            need -= row.size
           }
+          const r = await evictPage(take, 'maxSize')
+          skipped += r.skipped
+          bytes -= r.bytes
         }
         this.log.info({ before, after: bytes, limit: max, evicted }, 'cache over its size limit; evicted least recently used blobs')
       }

@@ -1,7 +1,8 @@
-// Consistency check of a data directory: every stored blob re-hashed against its name, and the
-// metadata compared with the files. Used by `regcache fsck`, with the server stopped or running.
+// Consistency check of a data directory: every stored blob re-hashed against its name (several at
+// once), and the metadata compared with the files. Used by `regcache fsck`; with --repair only
+// while no server owns the directory (the caller holds the data directory lock).
 
-import type { BlobStore } from '../storage/blob-store.js'
+import type { ContentStore } from '../storage/content-store.js'
 import type { Metadata } from '../storage/metadata.js'
 
 export interface FsckReport {
@@ -16,18 +17,28 @@ export interface FsckReport {
   repaired: boolean
 }
 
-export async function fsck(store: BlobStore, meta: Metadata, opts: { repair: boolean; onProblem?: (kind: string, digest: string) => void }): Promise<FsckReport> {
+export interface FsckOptions {
+  repair: boolean
+  /** Blobs re-hashed at once (reads overlap with hashing). */
+  parallel?: number
+  onProblem?: (kind: 'corrupt' | 'orphaned' | 'missing', digest: string) => void
+  /** Called after every blob with the number checked so far. */
+  onProgress?: (checked: number) => void
+}
+
+const DIGEST_NAME = /^sha(256:[a-f0-9]{64}|512:[a-f0-9]{128})$/
+
+export async function fsck(store: ContentStore, meta: Metadata, opts: FsckOptions): Promise<FsckReport> {
   const report: FsckReport = { checked: 0, ok: 0, corrupt: [], orphaned: [], missing: [], repaired: opts.repair }
   const onDisk = new Set<string>()
-  for await (const digest of store.list()) {
-    onDisk.add(digest)
-    report.checked++
+  const check = async (digest: string): Promise<void> => {
     let good = false
     try {
-      good = /^sha(256|512):[a-f0-9]+$/.test(digest) && (await store.verify(digest))
+      good = DIGEST_NAME.test(digest) && (await store.verify(digest))
     } catch {
       good = false
     }
+    report.checked++
     if (!good) {
       report.corrupt.push(digest)
       opts.onProblem?.('corrupt', digest)
@@ -35,21 +46,29 @@ export async function fsck(store: BlobStore, meta: Metadata, opts: { repair: boo
         await store.remove(digest)
         meta.deleteContent(digest)
       }
-      continue
-    }
-    if (!meta.getContent(digest)) {
+    } else if (!meta.getContent(digest)) {
       report.orphaned.push(digest)
       opts.onProblem?.('orphaned', digest)
       if (opts.repair) await store.remove(digest)
-      continue
+    } else {
+      report.ok++
     }
-    report.ok++
+    opts.onProgress?.(report.checked)
   }
-  for (const digest of meta.allContentDigests()) {
-    if (onDisk.has(digest)) continue
+  const running = new Set<Promise<void>>()
+  const parallel = Math.max(1, opts.parallel ?? 8)
+  for await (const digest of store.list()) {
+    onDisk.add(digest)
+    const p = check(digest).finally(() => running.delete(p))
+    running.add(p)
+    if (running.size >= parallel) await Promise.race(running)
+  }
+  await Promise.all(running)
+  const missing = meta.allContentDigests().filter((d) => !onDisk.has(d))
+  for (const digest of missing) {
     report.missing.push(digest)
     opts.onProblem?.('missing', digest)
-    if (opts.repair) meta.deleteContent(digest)
   }
+  if (opts.repair) meta.deleteContents(missing)
   return report
 }

@@ -90,6 +90,12 @@ export class Metrics {
   readonly cacheLimit = new Gauge({ name: 'regcache_cache_limit_bytes', help: 'cache.maxSize, 0 when unbounded.', registers: [this.registry] })
   readonly cacheBlobs = new Gauge({ name: 'regcache_cache_blobs', help: 'Blobs and manifests stored.', registers: [this.registry] })
   readonly evictions = new Counter({ name: 'regcache_evictions_total', help: 'Blobs evicted to stay under cache.maxSize or cache.maxAge.', registers: [this.registry] })
+  readonly scrubbed = new Counter({
+    name: 'regcache_scrub_checked_total',
+    help: 'Stored content re-hashed by the background scrub or while served whole, by result (ok, corrupt).',
+    labelNames: ['result'],
+    registers: [this.registry],
+  })
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'regcache_' })

@@ -8,11 +8,13 @@ import type { Config, UpstreamConfig } from '../config/config.js'
 import { BlobStore } from '../storage/blob-store.js'
 import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
+import { DataDirLock } from '../storage/data-lock.js'
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js'
 import { headerValue } from '../upstream/headers.js'
 import { acceptHeader } from '../oci/media-types.js'
 import { Blobs, type BlobResult } from './blobs.js'
 import { Evictor } from './evictor.js'
+import { Scrubber } from './scrub.js'
 import { errorForUpstreamStatus } from './errors.js'
 import { readHistory, type History } from './history.js'
 import { Manifests, type ManifestResult } from './manifests.js'
@@ -31,6 +33,8 @@ export interface MirrorOptions {
 
 /** How often last-access times are written to the database (reads stay off the write path). */
 const ACCESS_FLUSH_MS = 5000
+/** Last-access times written per transaction. */
+const ACCESS_FLUSH_SLICE = 2000
 
 export class Mirror {
   readonly metrics = new Metrics()
@@ -42,11 +46,14 @@ export class Mirror {
   private readonly manifests: Manifests
   private readonly blobs: Blobs
   private readonly evictor: Evictor
+  private readonly scrubber: Scrubber
   private flushTimer?: NodeJS.Timeout
+  private lock?: DataDirLock
+  private flushing = false
 
   private constructor(
     private readonly config: Config,
-    log: Logger,
+    private readonly log: Logger,
     clientFactory?: MirrorOptions['clientFactory'],
   ) {
     this.store = new BlobStore(config.dataDir)
@@ -74,19 +81,40 @@ export class Mirror {
       metrics: this.metrics,
       log,
       onFillEnded: () => this.evictor.trigger(),
+      onDropped: (digest) => this.manifests.forget(digest),
+      scrubMs: config.cache.scrubMs,
     })
     this.blobs = blobs
+    this.scrubber = new Scrubber({
+      meta: this.meta,
+      store: this.store,
+      metrics: this.metrics,
+      log,
+      cycleMs: config.cache.scrubMs,
+      busy: () => blobs.busy(),
+      onDropped: (digest) => this.manifests.forget(digest),
+    })
     this.metrics.cacheLimit.set(config.cache.maxSizeBytes ?? 0)
   }
 
   static async open(opts: MirrorOptions): Promise<Mirror> {
-    const mirror = new Mirror(opts.config, opts.log, opts.clientFactory)
+    // Before anything is read or removed: a second process must not touch a directory in use.
+    const lock = DataDirLock.acquire(opts.config.dataDir)
+    let mirror: Mirror
+    try {
+      mirror = new Mirror(opts.config, opts.log, opts.clientFactory)
+    } catch (err) {
+      lock.release()
+      throw err
+    }
+    mirror.lock = lock
     const { removedTemporary } = await mirror.store.init()
     if (removedTemporary > 0) opts.log.warn({ removedTemporary }, 'removed unfinished downloads left by an earlier run')
-    mirror.flushTimer = setInterval(() => mirror.meta.flushAccess(), ACCESS_FLUSH_MS)
+    mirror.flushTimer = setInterval(() => void mirror.flushAccess(), ACCESS_FLUSH_MS)
     mirror.flushTimer.unref()
     mirror.refreshCacheGauges()
     mirror.evictor.start()
+    mirror.scrubber.start()
     return mirror
   }
 
@@ -199,8 +227,26 @@ export class Mirror {
   async close(): Promise<void> {
     if (this.flushTimer) clearInterval(this.flushTimer)
     this.evictor.stop()
+    this.scrubber.stop()
     await this.upstreams.close()
     this.meta.close()
+    this.lock?.release()
+  }
+
+  /** Writes last-access times in slices, yielding to requests between them. */
+  private async flushAccess(): Promise<void> {
+    if (this.flushing) return
+    this.flushing = true
+    try {
+      while (this.meta.pendingAccessCount > 0) {
+        this.meta.flushAccess(ACCESS_FLUSH_SLICE)
+        await new Promise<void>((resolve) => setImmediate(resolve))
+      }
+    } catch (err) {
+      this.log.error({ err }, 'writing last-access times failed')
+    } finally {
+      this.flushing = false
+    }
   }
 
   private refreshCacheGauges(): void {

@@ -184,8 +184,8 @@ export class Metadata {
       lru: db.prepare<[number, number], { digest: string; size: number; lastAccess: number; mediaType: string | null }>(
         'SELECT digest, size, last_access AS lastAccess, media_type AS mediaType FROM content ORDER BY last_access ASC LIMIT ? OFFSET ?',
       ),
-      unusedSince: db.prepare<[number, number], { digest: string; size: number; mediaType: string | null }>(
-        'SELECT digest, size, media_type AS mediaType FROM content WHERE last_access < ? ORDER BY last_access LIMIT ?',
+      unusedSince: db.prepare<[number, number, number], { digest: string; size: number; mediaType: string | null }>(
+        'SELECT digest, size, media_type AS mediaType FROM content WHERE last_access < ? ORDER BY last_access LIMIT ? OFFSET ?',
       ),
       allDigests: db.prepare<[], { digest: string }>('SELECT digest FROM content'),
       totals: db.prepare<[], { count: number; bytes: number }>('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM content'),
@@ -219,16 +219,23 @@ export class Metadata {
 
   /** Forgets content and every repository link to it. */
   deleteContent(digest: string): void {
+    this.deleteContents([digest])
+  }
+
+  /** Forgets many digests in one transaction (eviction, repairs). */
+  deleteContents(digests: readonly string[]): void {
     this.db.transaction(() => {
-      const before = this.s.contentSize.get(digest)
-      this.s.deleteContent.run(digest)
-      this.s.unlinkAll.run(digest)
-      if (before) {
-        this.sums.count--
-        this.sums.bytes -= before.size
+      for (const digest of digests) {
+        const before = this.s.contentSize.get(digest)
+        this.s.deleteContent.run(digest)
+        this.s.unlinkAll.run(digest)
+        if (before) {
+          this.sums.count--
+          this.sums.bytes -= before.size
+        }
       }
     })()
-    this.pendingAccess.delete(digest)
+    for (const digest of digests) this.pendingAccess.delete(digest)
   }
 
   /** Marks content as used; written in batches by flushAccess() so reads stay off the write path. */
@@ -369,8 +376,8 @@ export class Metadata {
   }
 
   /** Content unused since `at`, oldest first, one page at a time. */
-  unusedSince(at: number, limit = 1000): { digest: string; size: number; mediaType: string | null }[] {
-    return this.s.unusedSince.all(at, limit)
+  unusedSince(at: number, limit = 1000, offset = 0): { digest: string; size: number; mediaType: string | null }[] {
+    return this.s.unusedSince.all(at, limit, offset)
   }
 
   allContentDigests(): string[] {

@@ -35,8 +35,8 @@ export interface Regcache {
   /** Value of one metric series from /metrics, summed over series matching the labels. */
   metric(name: string, labels?: Record<string, string>): Promise<number>
   /**
-   * The data directory as the tests inspect it: the database opened read-only beside the
-   * server's own connection, and the content files.
+   * The data directory as the tests inspect (and damage) it: a second connection to the
+   * database beside the server's own, and the content files.
    */
   storage: { meta: Metadata; store: BlobStore }
   stop(): Promise<void>
@@ -88,7 +88,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
       return sum
     },
     get storage() {
-      storage ??= { meta: new Metadata(dbPath(dataDir), { readonly: true }), store: new BlobStore(dataDir) }
+      storage ??= { meta: new Metadata(dbPath(dataDir)), store: new BlobStore(dataDir) }
       return storage
     },
     async stop() {

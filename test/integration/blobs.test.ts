@@ -560,12 +560,19 @@ t.test('blobs through regcache', async (t) => {
     t.notMatch(check.stdout, new RegExp(`^\\S+\\s+(${big}|${deleted})\\b`, 'm'), 'and no other blob')
     t.match(check.stdout, /checked \d+ blobs: \d+ ok, 1 corrupt, 0 orphaned, 0 missing/, 'summary line')
 
+    // Repairs delete files: refused while the server owns the data directory.
+    const refused = await rc.cli(['fsck', '--repair'])
+    t.equal(refused.code, 1, `fsck --repair while the server runs is refused\n${refused.stdout}${refused.stderr}`)
+    t.match(refused.stderr, /in use by another regcache process/, 'with a clear message')
+    t.ok(existsSync(blobFile(rc.dataDir, damaged)), 'and nothing is removed')
+    await rc.kill9()
     const repair = await rc.cli(['fsck', '--repair'])
     t.equal(repair.code, 0, `fsck --repair exits 0\n${repair.stdout}${repair.stderr}`)
     t.match(repair.stdout, new RegExp(`^corrupt\\s+${damaged}\\b`, 'm'), 'fsck --repair names it too')
     t.notOk(existsSync(blobFile(rc.dataDir, damaged)), 'the corrupt file is gone')
     const after = await rc.cli(['fsck'])
     t.equal(after.code, 0, `fsck after the repair exits 0\n${after.stdout}`)
+    await rc.restart()
 
     await reg.settle()
     const before = reg.count({ method: 'GET', pathIncludes: `/blobs/${damaged}` })

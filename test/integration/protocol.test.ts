@@ -6,7 +6,7 @@
 
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { ALL_MANIFEST_TYPES, MT, buildImage, buildIndex, pushImage } from '../helpers/images.js'
+import { MT, buildImage, buildIndex, pushImage } from '../helpers/images.js'
 import {
   createHttpClient,
   header,
