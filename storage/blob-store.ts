@@ -8,6 +8,7 @@ import { mkdir, open, readdir, rename, rm, stat, type FileHandle, readFile } fro
 import { dirname, join } from 'node:path'
 import { blobPath, blobsDir, tmpDir } from './layout.js'
 import { digestAlgorithm } from '../core/reference.js'
+import type { ContentStore, ReadHandle } from './content-store.js'
 
 export class DigestMismatchError extends Error {
   readonly code = 'DIGEST_MISMATCH'
@@ -19,7 +20,7 @@ export class DigestMismatchError extends Error {
   }
 }
 
-export class BlobStore {
+export class BlobStore implements ContentStore {
   constructor(readonly dataDir: string) {}
 
   /** Creates the directories and removes fills that a previous process left unfinished. */
@@ -163,6 +164,19 @@ export class BlobWriter {
     this.closed = true
     await mkdir(dirname(this.finalPath), { recursive: true })
     await rename(this.tempPath, this.finalPath)
+  }
+
+  /**
+   * A handle on the bytes written so far: the temporary file, or the blob once commit() renamed
+   * it (only verified content is ever at the final path, so falling back to it is always safe).
+   */
+  async openRead(): Promise<ReadHandle> {
+    try {
+      return await open(this.tempPath, 'r')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return open(this.finalPath, 'r')
+      throw err
+    }
   }
 
   async abort(): Promise<void> {
