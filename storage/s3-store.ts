@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { PassThrough, pipeline, type Readable } from 'node:stream'
+import { PassThrough, type Readable } from 'node:stream'
 import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
@@ -23,7 +23,8 @@ import {
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner'
 import { DigestMismatchError } from './blob-store.js'
 import type { ContentStore } from './content-store.js'
-import { createS3Client, isNotFound, unavailable } from './s3-client.js'
+import { createS3Client, isNotFound, s3Status, unavailable } from './s3-client.js'
+import { StoreUnavailableError } from './store-unavailable.js'
 import { blobKey, blobsPrefix, checkDigest, digestOfKey } from './s3-keys.js'
 import { FillLeases } from './s3-lease.js'
 import { MIN_PART_SIZE, S3_DEFAULTS, type S3StoreSettings, type S3StoreTuning } from './s3-settings.js'
@@ -130,12 +131,23 @@ export class S3Store implements ContentStore {
       (res) => {
         const body = res.Body as Readable
         if (out.destroyed) return void body.destroy()
-        pipeline(body, out, (err) => {
-          if (err && !out.destroyed) out.destroy(unavailable(err, 'streaming content'))
+        // Not pipeline(): it would hand the reader the raw socket error instead of the store's.
+        body.once('error', (err) => out.destroy(unavailable(err, 'streaming content')))
+        out.once('close', () => body.destroy())
+        // A body cut short must reach the reader as an error, never as a shorter success.
+        const expected = res.ContentLength
+        let received = 0
+        body.on('data', (chunk: Buffer) => (received += chunk.length))
+        body.once('end', () => {
+          if (expected === undefined || received === expected) out.end()
+          else out.destroy(new StoreUnavailableError(`object store: content stream ended at ${received} of ${expected} bytes`))
         })
+        body.pipe(out, { end: false })
       },
       (err: unknown) => {
         if (out.destroyed) return
+        // Starting past the end reads nothing, as from a file.
+        if (s3Status(err) === 416) return void out.end()
         out.destroy(isNotFound(err) ? new ContentMissingError(digest) : unavailable(err, 'streaming content'))
       },
     )

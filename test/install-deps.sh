@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the real programs the integration tests drive, from Debian's packages, when they are
 # missing: an upstream registry (distribution), containerd's ctr, skopeo, podman, a Docker engine,
-# Prometheus (promtool), Chromium and debootstrap (the image test's base). Runs before `npm test`.
+# Prometheus (promtool), Chromium, debootstrap (the image test's base) and Ceph's RADOS
+# Gateway with a monitor and an OSD (the object-store tests). Runs before `npm test`.
 # As root it uses apt-get; otherwise it only says what is missing.
 set -eu
 
@@ -18,6 +19,10 @@ have prometheus || need="$need prometheus"
 have promtool || need="$need prometheus"
 have chromium || need="$need chromium"
 have debootstrap || need="$need debootstrap"
+have radosgw || need="$need radosgw"
+have ceph-mon || need="$need ceph-mon"
+have ceph-osd || need="$need ceph-osd"
+have ceph || need="$need ceph-common"
 
 [ -z "$need" ] && exit 0
 

@@ -21,6 +21,8 @@ export interface Rgw {
   bucket: string
   /** The cluster's temp directory (logs are in log/). */
   dir: string
+  /** PIDs of the daemons this cluster started (monitor, OSD, gateway). */
+  pids: number[]
   /** An S3 client for the test's own look-ups (path style, checksums only when required). */
   client(): S3Client
   /** Stops radosgw only (the cluster stays), so tests can watch clients meet a dead store. */
@@ -166,6 +168,7 @@ export async function startRgw(): Promise<Rgw> {
         secretKey,
         bucket,
         dir,
+        pids: daemons.map((d) => d.pid),
         client,
         stopGateway: async () => {
           await gateway.stop(3000)

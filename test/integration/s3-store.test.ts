@@ -99,6 +99,7 @@ function contractSuite(name: string, make: () => Promise<Backend>): void {
       t.same(await collect(store.createReadStream(d, 1000, 1999)), bytes.subarray(1000, 2000), 'middle')
       t.same(await collect(store.createReadStream(d, bytes.length - 10, bytes.length - 1)), bytes.subarray(-10), 'tail')
       t.same(await collect(store.createReadStream(d, 5000)), bytes.subarray(5000), 'open-ended')
+      t.same(await collect(store.createReadStream(d, bytes.length + 10)), Buffer.alloc(0), 'past the end reads nothing')
       const missing = sha256(randomBytes(16))
       await t.rejects(collect(store.createReadStream(missing)), { code: 'ENOENT' })
     })
@@ -432,18 +433,44 @@ if (rgw) {
     const creds = { accessKeyFile: join(dir, 'ak'), secretKeyFile: join(dir, 'sk') }
     await writeFile(creds.accessKeyFile, g.accessKey)
     await writeFile(creds.secretKeyFile, g.secretKey)
-    const hanging = await S3Store.create(
-      { endpoint: fwd.url, region: g.region, bucket: g.bucket, prefix: 'hang/', forcePathStyle: true, ...creds },
-      { spoolDir: join(dir, 'spool'), requestTimeoutMs: 1500, maxAttempts: 1 },
-    )
-    t.teardown(() => hanging.close())
-    await hanging.checkReady()
+    const settings = { endpoint: fwd.url, region: g.region, bucket: g.bucket, prefix: 'hang/', forcePathStyle: true, ...creds }
+    const tuning = { spoolDir: join(dir, 'spool'), requestTimeoutMs: 1500, maxAttempts: 1 }
+    const probe = await S3Store.create(settings, tuning)
+    await probe.checkReady()
+    probe.close()
     t.pass('ready through the forwarder')
+    // Connections are accepted and then nothing is ever answered.
     await fwd.setMode('hang', { dropExisting: true })
-    const err = await within(hanging.size(sha256(Buffer.from('x'))).then(() => undefined, (e: unknown) => e), 30_000, 'size() on a hanging store')
+    const hanging = await S3Store.create(settings, tuning)
+    t.teardown(() => hanging.close())
+    const err = await within(rejection(hanging.size(sha256(Buffer.from('x')))), 30_000, 'size() on a hanging store')
     t.type(err, StoreUnavailableError)
     t.equal((err as StoreUnavailableError).code, 'STORE_UNAVAILABLE')
+    t.match((err as StoreUnavailableError).reason, /^(ETIMEDOUT|TimeoutError)$/, 'given up by the request timeout')
     t.type(await rejection(within(hanging.checkReady(), 30_000, 'checkReady')), StoreUnavailableError)
+  })
+
+  t.test('S3: a content stream cut by the network errors, never ends short', async (t) => {
+    const fwd = await startForwarder({ host: '127.0.0.1', port: g.port })
+    t.teardown(() => fwd.stop())
+    const dir = await makeTempDir()
+    t.teardown(() => removeTempDir(dir))
+    const creds = { accessKeyFile: join(dir, 'ak'), secretKeyFile: join(dir, 'sk') }
+    await writeFile(creds.accessKeyFile, g.accessKey)
+    await writeFile(creds.secretKeyFile, g.secretKey)
+    const store = await S3Store.create(
+      { endpoint: fwd.url, region: g.region, bucket: g.bucket, prefix: 'cut/', forcePathStyle: true, ...creds },
+      { spoolDir: join(dir, 'spool'), maxAttempts: 1 },
+    )
+    t.teardown(() => store.close())
+    const bytes = randomBytes(2 * MiB)
+    const d = sha256(bytes)
+    await store.put(d, bytes)
+    await fwd.setMode('cut', { cutAfterBytes: 300 * 1024, dropExisting: true })
+    const err = await within(rejection(collect(store.createReadStream(d))), 30_000, 'reading a cut stream')
+    t.type(err, StoreUnavailableError, 'the reader gets an error')
+    await fwd.setMode('pass')
+    t.equal(await store.verify(d), true, 'the stored content is intact')
   })
 
   // Last: it stops the gateway every other test uses.
