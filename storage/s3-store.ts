@@ -232,6 +232,10 @@ export class S3Store implements ContentStore {
    * it does not check that the content exists.
    */
   async presign(digest: string, expiresSeconds: number): Promise<string> {
+    // SigV4 allows 1 s to 7 days.
+    if (!Number.isInteger(expiresSeconds) || expiresSeconds < 1 || expiresSeconds > 604_800) {
+      throw new RangeError(`presigned URL expiry must be 1..604800 seconds, got ${expiresSeconds}`)
+    }
     return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: blobKey(this.prefix, digest) }), {
       expiresIn: expiresSeconds,
     })

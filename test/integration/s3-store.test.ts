@@ -337,9 +337,9 @@ if (rgw) {
 
   t.test('S3: one fill lease per digest across replicas; takeover after expiry', async (t) => {
     const prefix = `t-${randomBytes(4).toString('hex')}/`
-    const a = await s3Store(g, { owner: 'replica-a', leaseTtlMs: 1500 }, prefix)
+    const a = await s3Store(g, { owner: 'replica-a', leaseTtlMs: 3000 }, prefix)
     t.teardown(a.cleanup)
-    const b = await s3Store(g, { owner: 'replica-b', leaseTtlMs: 1500 }, prefix)
+    const b = await s3Store(g, { owner: 'replica-b', leaseTtlMs: 3000 }, prefix)
     t.teardown(b.cleanup)
     const d = sha256(randomBytes(32))
 
@@ -355,7 +355,7 @@ if (rgw) {
 
     // The holder stops renewing (it died): the other takes over once the lease expired.
     t.equal(await winner.store.leases.acquire(d), undefined, 'live lease: no takeover')
-    await sleep(2000)
+    await sleep(3500)
     const taken = await winner.store.leases.acquire(d)
     t.ok(taken, 'expired lease: taken over')
     t.equal(await loser.store.leases.renew(again!), false, 'the old holder learns it lost the lease')
@@ -364,7 +364,7 @@ if (rgw) {
     // A renewed lease stays exclusive well past its lifetime.
     const kept = (await a.store.leases.acquire(d))!
     const renewing = a.store.leases.keepRenewed(kept)
-    await sleep(3500)
+    await sleep(7000)
     t.equal(await b.store.leases.acquire(d), undefined, 'renewed lease still held')
     renewing.stop()
     await a.store.leases.release(kept)
@@ -481,6 +481,11 @@ if (rgw) {
     const d = sha256(bytes)
     await s.store.put(d, bytes)
     const w = await s.store.createWriter(sha256(randomBytes(8)))
+    const big = randomBytes(40 * MiB)
+    const multipart = await s3Store(g, { maxAttempts: 1, partSize: 5 * MiB })
+    t.teardown(multipart.cleanup)
+    const mw = await multipart.store.createWriter(sha256(big))
+    await writeAll(mw, big.subarray(0, MiB))
     await g.stopGateway()
 
     const fails = async (what: string, p: Promise<unknown>) => {
@@ -496,6 +501,15 @@ if (rgw) {
     await fails('list', (async () => { for await (const x of s.store.list()) void x })())
     await fails('lease', s.store.leases.acquire(d))
     await fails('init', s.store.init())
+    // A fill whose parts cannot be uploaded fails at a write, and that chunk does not count.
+    let failed: unknown
+    for (let o = MiB; o < big.length && failed === undefined; o += 64 * 1024) {
+      const before = mw.written
+      failed = await rejection(within(mw.write(big.subarray(o, o + 64 * 1024)), 30_000, 'write'))
+      if (failed !== undefined) t.equal(mw.written, before, 'the failed chunk is not counted')
+    }
+    t.type(failed, StoreUnavailableError, 'a write reports the store unavailable')
+    await mw.abort()
     await w.write(Buffer.from('spooled locally'))
     await w.abort()
     t.pass('a fill can still be aborted while the store is gone')
