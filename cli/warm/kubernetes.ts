@@ -27,12 +27,13 @@ function describe(item: Json): string {
   return `${kind} ${typeof ns === 'string' ? `${ns}/` : ''}${typeof name === 'string' ? name : '(unnamed)'}`
 }
 
-function podSpecOf(item: Json): unknown {
+/** The pod spec of a Pod or workload (possibly missing: the caller reports it); undefined for other kinds. */
+function podSpecOf(item: Json): { spec: unknown } | undefined {
   const kind = item.kind
-  if (kind === 'Pod' || (kind === undefined && isObject(item.spec) && Array.isArray(field(item.spec, 'containers')))) return item.spec
-  if (typeof kind === 'string' && TEMPLATED.has(kind)) return field(field(item.spec, 'template'), 'spec')
-  if (kind === 'CronJob') return field(field(field(field(item.spec, 'jobTemplate'), 'spec'), 'template'), 'spec')
-  if (kind === 'PodTemplate') return field(item.template, 'spec')
+  if (kind === 'Pod' || (kind === undefined && isObject(item.spec) && Array.isArray(field(item.spec, 'containers')))) return { spec: item.spec }
+  if (typeof kind === 'string' && TEMPLATED.has(kind)) return { spec: field(field(item.spec, 'template'), 'spec') }
+  if (kind === 'CronJob') return { spec: field(field(field(field(item.spec, 'jobTemplate'), 'spec'), 'template'), 'spec') }
+  if (kind === 'PodTemplate') return { spec: field(item.template, 'spec') }
   return undefined
 }
 
@@ -50,8 +51,9 @@ function platformOf(spec: Json, where: string): string | undefined {
 }
 
 function collect(item: Json, out: WarmRequest[]): void {
-  const spec = podSpecOf(item)
-  if (spec === undefined) return // a Service or ConfigMap in a mixed list runs no image
+  const workload = podSpecOf(item)
+  if (workload === undefined) return // a Service or ConfigMap in a mixed list runs no image
+  const spec = workload.spec
   const where = describe(item)
   if (!isObject(spec)) throw new KubernetesInputError(`${where}: has no pod spec`)
   const platform = platformOf(spec, where)
