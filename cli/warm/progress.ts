@@ -40,6 +40,11 @@ export function fit(text: string, width: number): string {
   return `...${text.slice(text.length - width + 3)}`
 }
 
+/** For columns: a digest in a reference shortened to 12 hex digits, as `docker images` does. */
+export function shortName(name: string): string {
+  return name.replace(/@(sha256|sha512):([0-9a-f]{12})[0-9a-f]+$/, '@$1:$2')
+}
+
 function bar(done: number, total: number): string {
   const filled = total > 0 ? Math.min(BAR_WIDTH, Math.floor((done / total) * BAR_WIDTH)) : BAR_WIDTH
   return `[${'='.repeat(filled)}${filled < BAR_WIDTH ? '>' : ''}${' '.repeat(Math.max(0, BAR_WIDTH - filled - 1))}]`
@@ -47,7 +52,7 @@ function bar(done: number, total: number): string {
 
 /** One live line: `  NAME  [=====>    ]  12.0 MiB / 48.0 MiB  3.10 MiB/s  ETA 12s`. */
 export function renderLive(p: ImageProgress, now: number, nameWidth: number, width: number): string {
-  const name = fit(p.name, nameWidth).padEnd(nameWidth)
+  const name = fit(shortName(p.name), nameWidth).padEnd(nameWidth)
   let tail: string
   if (p.state !== 'downloading' || !p.plan) {
     tail = 'resolving'
@@ -118,7 +123,7 @@ export class TerminalReporter implements Reporter {
     const now = Date.now()
     const width = this.width()
     const rows = [...this.live]
-    const nameWidth = Math.min(Math.max(0, ...rows.map((p) => p.name.length)), Math.max(12, Math.floor(width * 0.4)))
+    const nameWidth = Math.min(Math.max(0, ...rows.map((p) => shortName(p.name).length)), Math.max(12, Math.floor(width * 0.4)))
     const lines = rows.map((p) => renderLive(p, now, nameWidth, width))
     const waiting = this.all.length - this.done - this.failed - rows.length
     const received = this.all.reduce((n, p) => n + p.bytes, 0)
@@ -148,10 +153,11 @@ export class PlainReporter implements Reporter {
 export function renderSummary(all: ImageProgress[], elapsedMs: number): string {
   const ok = all.filter((p) => p.state === 'ok')
   const failed = all.filter((p) => p.state !== 'ok')
-  const nameWidth = Math.min(60, Math.max(0, ...all.map((p) => p.name.length)))
+  // Not cut: the summary is what people copy from. Longer names only push their own row.
+  const nameWidth = Math.min(50, Math.max(0, ...all.map((p) => shortName(p.name).length)))
   const lines = [`Summary: ${all.length} image(s), ${ok.length} warmed, ${failed.length} failed; ${formatBytes(all.reduce((n, p) => n + p.bytes, 0))} received in ${formatDuration(elapsedMs / 1000)}`]
   for (const p of all) {
-    const name = fit(p.name, nameWidth).padEnd(nameWidth)
+    const name = shortName(p.name).padEnd(nameWidth)
     if (p.state === 'ok' && p.result) {
       lines.push(`  ok      ${name}  ${formatBytes(p.result.totalBytes).padStart(10)}  ${p.result.blobs} blobs  ${p.result.digest}`)
     } else {

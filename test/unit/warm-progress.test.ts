@@ -1,6 +1,6 @@
 // The rate behind the ETA, and the lines `regcache warm` draws.
 import t from 'tap'
-import { fit, newProgress, renderFinished, renderLive, renderSummary } from '../../cli/warm/progress.js'
+import { fit, newProgress, renderFinished, renderLive, renderSummary, shortName } from '../../cli/warm/progress.js'
 import { RateMeter } from '../../cli/warm/rate.js'
 
 const MiB = 1024 * 1024
@@ -31,6 +31,17 @@ t.test('fit', async (t) => {
     t.equal(fit(text, width), want, `${text} in ${width}`)
     t.ok(fit(text, width).length <= width)
   }
+})
+
+t.test('shortName', async (t) => {
+  const hex = 'a1'.repeat(32)
+  const cases: [string, string][] = [
+    ['nginx:1.27', 'nginx:1.27'],
+    [`nginx@sha256:${hex}`, 'nginx@sha256:a1a1a1a1a1a1'],
+    [`nginx:1.27@sha256:${hex}`, 'nginx:1.27@sha256:a1a1a1a1a1a1'],
+    ['nginx@sha256:short', 'nginx@sha256:short'],
+  ]
+  for (const [name, want] of cases) t.equal(shortName(name), want, name)
 })
 
 t.test('renderLive: the progress line', async (t) => {
