@@ -104,24 +104,26 @@ export async function warmCommand(argv: string[]): Promise<number> {
   const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host
   const mirror = (values.mirror ?? `${config.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${config.listen.port}`).replace(/\/+$/, '')
   const progress = targets.map((t) => newProgress(t.name))
-  const reporter: Reporter = process.stdout.isTTY ? new TerminalReporter(process.stdout, progress) : new PlainReporter(process.stdout)
+  // A terminal that cannot move the cursor (TERM=dumb, e.g. an editor's shell) gets plain lines too.
+  const live = process.stdout.isTTY === true && process.env.TERM !== 'dumb'
+  const images = pLimit(concurrency)
+  const blobs = new BlobDownloads(pLimit(concurrency))
+  const reporter: Reporter = live ? new TerminalReporter(process.stdout, progress, () => blobs.received) : new PlainReporter(process.stdout)
   const started = Date.now()
   // Ctrl-C: leave the terminal clean (no half-drawn lines, cursor visible) and say what was done.
   const onInterrupt = () => {
     reporter.close()
-    process.stdout.write(`interrupted\n${renderSummary(progress, Date.now() - started)}`)
+    process.stdout.write(`interrupted\n${renderSummary(progress, blobs.received, Date.now() - started)}`)
     process.exit(130)
   }
   process.once('SIGINT', onInterrupt)
 
-  const images = pLimit(concurrency)
-  const blobs = new BlobDownloads(pLimit(concurrency))
   const finish = (p: ImageProgress, error?: string) => {
     p.finishedAt = Date.now()
     p.state = error === undefined ? 'ok' : 'failed'
     p.error = error
     reporter.finished(p)
-    if (error !== undefined && !process.stdout.isTTY) process.stderr.write(`regcache: warming ${p.name} failed: ${error}\n`)
+    if (error !== undefined && !live) process.stderr.write(`regcache: warming ${p.name} failed: ${error}\n`)
   }
   try {
     await Promise.all(
@@ -162,6 +164,6 @@ export async function warmCommand(argv: string[]): Promise<number> {
     reporter.close()
     process.removeListener('SIGINT', onInterrupt)
   }
-  process.stdout.write(renderSummary(progress, Date.now() - started))
+  process.stdout.write(renderSummary(progress, blobs.received, Date.now() - started))
   return progress.every((p) => p.state === 'ok') ? 0 : 1
 }

@@ -83,6 +83,7 @@ export class TerminalReporter implements Reporter {
   constructor(
     private readonly stream: NodeJS.WriteStream,
     private readonly all: ImageProgress[],
+    private readonly received: () => number,
     intervalMs = 100,
   ) {
     this.update = createLogUpdate(stream)
@@ -126,8 +127,7 @@ export class TerminalReporter implements Reporter {
     const nameWidth = Math.min(Math.max(0, ...rows.map((p) => shortName(p.name).length)), Math.max(12, Math.floor(width * 0.4)))
     const lines = rows.map((p) => renderLive(p, now, nameWidth, width))
     const waiting = this.all.length - this.done - this.failed - rows.length
-    const received = this.all.reduce((n, p) => n + p.bytes, 0)
-    lines.push(fit(`warming ${this.all.length} image(s): ${this.done} done, ${this.failed} failed, ${rows.length} in progress, ${waiting} waiting; ${formatBytes(received)} received`, width))
+    lines.push(fit(`warming ${this.all.length} image(s): ${this.done} done, ${this.failed} failed, ${rows.length} in progress, ${waiting} waiting; ${formatBytes(this.received())} received`, width))
     this.update(lines.join('\n'))
   }
 }
@@ -149,19 +149,19 @@ export class PlainReporter implements Reporter {
   close(): void {}
 }
 
-/** The closing table: every image with its result, then the totals. */
-export function renderSummary(all: ImageProgress[], elapsedMs: number): string {
+/** The closing table: the totals, then every image with its result. */
+export function renderSummary(all: ImageProgress[], receivedBytes: number, elapsedMs: number): string {
   const ok = all.filter((p) => p.state === 'ok')
   const failed = all.filter((p) => p.state !== 'ok')
   // Not cut: the summary is what people copy from. Longer names only push their own row.
   const nameWidth = Math.min(50, Math.max(0, ...all.map((p) => shortName(p.name).length)))
-  const lines = [`Summary: ${all.length} image(s), ${ok.length} warmed, ${failed.length} failed; ${formatBytes(all.reduce((n, p) => n + p.bytes, 0))} received in ${formatDuration(elapsedMs / 1000)}`]
+  const lines = [`Summary: ${all.length} image(s), ${ok.length} warmed, ${failed.length} failed; ${formatBytes(receivedBytes)} received in ${formatDuration(elapsedMs / 1000)}`]
   for (const p of all) {
     const name = shortName(p.name).padEnd(nameWidth)
     if (p.state === 'ok' && p.result) {
       lines.push(`  ok      ${name}  ${formatBytes(p.result.totalBytes).padStart(10)}  ${p.result.blobs} blobs  ${p.result.digest}`)
     } else {
-      lines.push(`  FAILED  ${name}  ${p.error ?? 'not started'}`)
+      lines.push(`  FAILED  ${name}  ${p.error ?? (p.state === 'waiting' ? 'not started' : 'interrupted')}`)
     }
   }
   return lines.join('\n') + '\n'

@@ -91,13 +91,19 @@ function mirrorUnreachable(mirror: string, err: unknown): WarmError {
  */
 export class BlobDownloads {
   private readonly started = new Map<string, Promise<void>>()
+  /** Bytes that came over the wire, each shared blob once. */
+  received = 0
 
   constructor(private readonly limit: LimitFunction) {}
 
   fetch(mirror: string, url: string, d: Descriptor, onBytes: (n: number) => void): Promise<void> {
     const earlier = this.started.get(d.digest)
     if (earlier) return earlier.then(() => onBytes(d.size))
-    const p = this.limit(() => download(mirror, url, d, onBytes))
+    const count = (n: number) => {
+      this.received += n
+      onBytes(n)
+    }
+    const p = this.limit(() => download(mirror, url, d, count))
     this.started.set(d.digest, p)
     return p
   }

@@ -205,5 +205,18 @@ t.test('warm for people: plain lines, --from-file, --from-kubernetes, the live d
     t.equal(after.split('\n').filter((l) => l.startsWith('warmed docker.io/acme/big:1')).length, 1, 'drawn in place: the image is not repeated')
     t.ok(await cursorVisible(), 'the cursor is shown again')
     for (const d of blobsOf(big)) t.ok(await rc.server.proxy.store.size(d), `${d.slice(0, 19)} cached`)
+
+    // Ctrl-C while the display is live: the live lines go, the cursor comes back, a summary says
+    // what was done, exit status 130.
+    await tmux('new-session', '-d', '-s', 'stop', '-x', '150', '-y', '40', '-c', process.cwd(), command.replace('nginx:1.27', ''))
+    const stopScreen = async () => (await tmux('capture-pane', '-p', '-t', 'stop')).stdout
+    await waitUntil('a progress line to interrupt', async () => progressLine.test(await stopScreen()), { timeoutMs: 60_000, intervalMs: 100 })
+    await tmux('send-keys', '-t', 'stop', 'C-c')
+    let stopped = ''
+    await waitUntil('warm to stop', async () => /^EXIT=\d+$/m.test((stopped = await stopScreen())), { timeoutMs: 30_000, intervalMs: 100 })
+    t.match(stopped, /^EXIT=130$/m)
+    t.match(stopped, /^interrupted\nSummary: 1 image\(s\), 0 warmed, 1 failed/m)
+    t.notMatch(stopped, /\[=*>? *\]/, 'no progress bar left behind')
+    t.ok((await tmux('display-message', '-p', '-t', 'stop', '#{cursor_flag}')).stdout.trim() === '1', 'the cursor is shown again')
   })
 })

@@ -66,7 +66,7 @@ t.test('finished lines and the summary', async (t) => {
   t.equal(renderFinished(ok), 'warmed a:1 (sha256:aaa): 1 manifest(s), 2 blobs, 2.00 KiB in 1.5s')
   t.equal(renderFinished(bad), 'failed b:2: manifest 2: HTTP 404 MANIFEST_UNKNOWN manifest unknown')
   t.equal(
-    renderSummary([ok, bad], 2000),
+    renderSummary([ok, bad], 2048, 2000),
     [
       'Summary: 2 image(s), 1 warmed, 1 failed; 2.00 KiB received in 2.0s',
       '  ok      a:1    2.00 KiB  2 blobs  sha256:aaa',
