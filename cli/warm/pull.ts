@@ -34,7 +34,7 @@ export interface Plan {
 }
 
 export interface WarmResult extends Plan {
-  /** Bytes received for this image (blobs fetched for another image of the same run count too). */
+  /** Bytes of this image's blobs received (a blob fetched for another image of the run counts too). */
   bytes: number
 }
 
@@ -86,8 +86,10 @@ function mirrorUnreachable(mirror: string, err: unknown): WarmError {
 }
 
 /**
- * Downloads each blob once per run, however many images share it, with at most `limit`
- * downloads at a time.
+ * Downloads each blob of a repository once per run, however many images (tags, digests,
+ * platforms) of that repository share it, with at most `limit` downloads at a time. The same
+ * blob in another repository is asked for again: the mirror links a blob to each repository
+ * that asked for it, so a node's pull of that repository is served without asking upstream.
  */
 export class BlobDownloads {
   private readonly started = new Map<string, Promise<void>>()
@@ -96,15 +98,18 @@ export class BlobDownloads {
 
   constructor(private readonly limit: LimitFunction) {}
 
-  fetch(mirror: string, url: string, d: Descriptor, onBytes: (n: number) => void): Promise<void> {
-    const earlier = this.started.get(d.digest)
+  /** `base` is the repository's URL on the mirror, `ns` its ?ns= query naming the registry. */
+  fetch(mirror: string, base: string, ns: string, d: Descriptor, onBytes: (n: number) => void): Promise<void> {
+    const url = `${base}/blobs/${d.digest}${ns}`
+    const key = `${base}${ns}@${d.digest}`
+    const earlier = this.started.get(key)
     if (earlier) return earlier.then(() => onBytes(d.size))
     const count = (n: number) => {
       this.received += n
       onBytes(n)
     }
     const p = this.limit(() => download(mirror, url, d, count))
-    this.started.set(d.digest, p)
+    this.started.set(key, p)
     return p
   }
 }
@@ -222,7 +227,7 @@ export async function warmImage(o: WarmImageOptions): Promise<WarmResult> {
     bytes += n
     o.onBytes(n)
   }
-  const results = await Promise.allSettled([...blobs.values()].map((d) => o.blobs.fetch(o.mirror, `${base}/blobs/${d.digest}${ns}`, d, onBytes)))
+  const results = await Promise.allSettled([...blobs.values()].map((d) => o.blobs.fetch(o.mirror, base, ns, d, onBytes)))
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
   if (failed) throw failed.reason
   return { ...plan, bytes }

@@ -78,9 +78,12 @@ t.test('warm for people: plain lines, --from-file, --from-kubernetes, the live d
   const agentAmd = await small('amd64')
   const agentArm = await small('arm64')
   const agent = await buildIndex([agentAmd, agentArm])
+  // Two releases of one application on the same base: the layers are shared, the configs differ.
+  const appV1 = await buildImage({ layers: 2, layerSize: 4096, seed: 'shared-base', label: 'v1' })
+  const appV2 = await buildImage({ layers: 2, layerSize: 4096, seed: 'shared-base', label: 'v2' })
   // Big enough that the throttled download below lasts a few seconds.
   const big = await buildImage({ layers: 3, layerSize: 1024 * 1024 })
-  for (const x of [coredns, busybox, nginx, shipper, api, agentAmd, agentArm, agent, big]) t.teardown(x.remove)
+  for (const x of [coredns, busybox, nginx, shipper, api, agentAmd, agentArm, agent, appV1, appV2, big]) t.teardown(x.remove)
   await pushImage(coredns, reg.host, 'coredns/coredns:v1.11.1')
   await pushImage(busybox, reg.host, 'library/busybox:1.36')
   await pushImage(nginx, reg.host, 'library/nginx:1.27')
@@ -88,6 +91,8 @@ t.test('warm for people: plain lines, --from-file, --from-kubernetes, the live d
   const apiDigest = (await pushImage(api, reg.host, 'acme/api:1.4')).digest
   await pushImage(agent, reg.host, 'acme/agent:2.0')
   await pushImage(big, reg.host, 'acme/big:1')
+  await pushImage(appV1, reg.host, 'acme/app:1')
+  await pushImage(appV2, reg.host, 'acme/app:2')
   // Both names lead to the one test registry; the images keep the names a cluster uses.
   const upstreams = { 'docker.io': { url: reg.url }, 'registry.k8s.io': { url: reg.url } }
   const blobsOf = (img: OciLayout) => [img.configDigest, ...img.layerDigests]
@@ -124,6 +129,22 @@ t.test('warm for people: plain lines, --from-file, --from-kubernetes, the live d
     t.match(again.stdout, /Summary: 2 image\(s\), 2 warmed, 0 failed/)
     await reg.settle()
     t.equal(upstreamBlobGets().length, 0, 'the second run is served from cache')
+  })
+
+  await t.test('layers shared by images of one repository are fetched once', async (t) => {
+    const rc = await startRegcache({ upstreams })
+    t.teardown(rc.stop)
+    t.same(appV1.layerDigests, appV2.layerDigests, 'the two images share their layers')
+    await reg.settle()
+    reg.resetRequests()
+    const r = await run(process.execPath, ['dist/cli/main.js', 'warm', '--config', rc.configFile, '--mirror', rc.url, '--concurrency', '2', 'acme/app:1', 'acme/app:2'])
+    t.equal(r.code, 0, r.stderr)
+    t.match(r.stdout, /^warmed acme\/app:1 .*: 1 manifest\(s\), 3 blobs/m)
+    t.match(r.stdout, /^warmed acme\/app:2 .*: 1 manifest\(s\), 3 blobs/m)
+    await reg.settle()
+    const gets = upstreamBlobGets().map((x) => x.path)
+    t.same(gets.sort(), [appV1.configDigest, appV2.configDigest, ...appV1.layerDigests].map((d) => `/v2/acme/app/blobs/${d}`).sort(), 'each blob once')
+    for (const d of [...blobsOf(appV1), ...blobsOf(appV2)]) t.ok(await rc.server.proxy.store.size(d), `${d.slice(0, 19)} cached`)
   })
 
   await t.test('--from-kubernetes - warms every distinct image a pods list runs, once', async (t) => {
