@@ -93,7 +93,7 @@ function mirrorUnreachable(mirror: string, err: unknown): WarmError {
  */
 export class BlobDownloads {
   private readonly started = new Map<string, Promise<void>>()
-  /** Bytes that came over the wire, each shared blob once. */
+  /** Bytes that came over the wire: a blob shared within a repository counts once. */
   received = 0
 
   constructor(private readonly limit: LimitFunction) {}
