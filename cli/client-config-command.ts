@@ -3,7 +3,7 @@
 
 import { mkdir, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { USAGE } from './usage.js'
+import { CLIENT_CONFIG_USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { containerdHosts, dockerDaemonJson, podmanRegistriesConf, type GeneratedFile } from './client-config.js'
 
@@ -24,10 +24,10 @@ export async function clientConfigCommand(argv: string[]): Promise<number> {
       true,
     ))
   } catch (err) {
-    return usageFailure(err, USAGE)
+    return usageFailure(err, CLIENT_CONFIG_USAGE)
   }
   if (values.help) {
-    process.stdout.write(USAGE)
+    process.stdout.write(CLIENT_CONFIG_USAGE)
     return 0
   }
   const client = positionals[0]

@@ -1,6 +1,6 @@
 // regcache fsck [--repair]: re-hashes every stored blob and compares metadata with the files.
 
-import { USAGE } from './usage.js'
+import { FSCK_USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { BlobStore } from '../storage/blob-store.js'
 import { Metadata } from '../storage/metadata.js'
@@ -14,10 +14,10 @@ export async function fsckCommand(argv: string[]): Promise<number> {
   try {
     ;({ values } = parse(argv, { config: { type: 'string', short: 'c' }, repair: { type: 'boolean' } }))
   } catch (err) {
-    return usageFailure(err, USAGE)
+    return usageFailure(err, FSCK_USAGE)
   }
   if (values.help) {
-    process.stdout.write(USAGE)
+    process.stdout.write(FSCK_USAGE)
     return 0
   }
   const config = configOrExit(values.config as string | undefined)

@@ -1,7 +1,7 @@
 // regcache history IMAGE: reads the metadata database directly (WAL allows it while the server runs).
 
 import { existsSync } from 'node:fs'
-import { USAGE } from './usage.js'
+import { HISTORY_USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
@@ -13,10 +13,10 @@ export async function historyCommand(argv: string[]): Promise<number> {
   try {
     ;({ values, positionals } = parse(argv, { config: { type: 'string', short: 'c' }, json: { type: 'boolean' } }, true))
   } catch (err) {
-    return usageFailure(err, USAGE)
+    return usageFailure(err, HISTORY_USAGE)
   }
   if (values.help) {
-    process.stdout.write(USAGE)
+    process.stdout.write(HISTORY_USAGE)
     return 0
   }
   if (positionals.length !== 1) {

@@ -1,7 +1,7 @@
 // regcache invalidate IMAGE: forgets a cached tag, so the next request fetches it from upstream
 // (and, while upstream is down, is not answered from cache). History is kept.
 
-import { USAGE } from './usage.js'
+import { INVALIDATE_USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
@@ -12,10 +12,10 @@ export async function invalidateCommand(argv: string[]): Promise<number> {
   try {
     ;({ values, positionals } = parse(argv, { config: { type: 'string', short: 'c' } }, true))
   } catch (err) {
-    return usageFailure(err, USAGE)
+    return usageFailure(err, INVALIDATE_USAGE)
   }
   if (values.help) {
-    process.stdout.write(USAGE)
+    process.stdout.write(INVALIDATE_USAGE)
     return 0
   }
   if (positionals.length !== 1) {

@@ -7,7 +7,7 @@ import { fsckCommand } from './fsck-command.js'
 import { clientConfigCommand } from './client-config-command.js'
 import { warmCommand } from './warm-command.js'
 import { invalidateCommand } from './invalidate-command.js'
-import { USAGE } from './usage.js'
+import { COMMAND_USAGE, USAGE } from './usage.js'
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: serveCommand,
@@ -20,6 +20,10 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv
+  if (name === 'help' && rest[0] !== undefined && rest[0] in COMMAND_USAGE) {
+    process.stdout.write(COMMAND_USAGE[rest[0]])
+    return 0
+  }
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(USAGE)
     return name === undefined ? 2 : 0

@@ -1,27 +1,24 @@
 // regcache serve: the long-running mirror.
 
-import { pino } from 'pino'
-import { USAGE } from './usage.js'
+import { SERVE_USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { startServer } from '../server/serve.js'
+import { createLogger } from './logger.js'
 
 export async function serveCommand(argv: string[]): Promise<number> {
   let values
   try {
     ;({ values } = parse(argv, { config: { type: 'string', short: 'c' } }))
   } catch (err) {
-    return usageFailure(err, USAGE)
+    return usageFailure(err, SERVE_USAGE)
   }
   if (values.help) {
-    process.stdout.write(USAGE)
+    process.stdout.write(SERVE_USAGE)
     return 0
   }
   const config = configOrExit(values.config)
   if (!config) return 2
-  const log = pino({
-    level: config.logLevel,
-    redact: { paths: ['req.headers.authorization', 'headers.authorization', 'password', '*.password'], censor: '[redacted]' },
-  })
+  const log = createLogger({ level: config.logLevel })
   const server = await startServer(config, log)
   log.info(
     { url: server.url, dataDir: config.dataDir, upstreams: Object.values(config.upstreams).map((u) => `${u.name}=${u.url}`), defaultUpstream: config.defaultUpstream },

@@ -6,7 +6,8 @@ import { writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import t from 'tap'
 import { loadConfig } from '../../config/config.js'
-import { makeTempDir, removeTempDir, run } from '../helpers/proc.js'
+import { ensureCommand } from '../helpers/packages.js'
+import { makeTempDir, removeTempDir, run, runOk, waitUntil } from '../helpers/proc.js'
 
 const CLI = resolve('dist/cli/main.js')
 
@@ -38,6 +39,31 @@ t.test('serve with no config: defaults, ./data, Docker Hub, graceful SIGTERM', a
   t.equal(await exited, 0, 'SIGTERM exits 0')
 })
 
+t.test('serve in a terminal (tmux): readable log lines, not JSON', async (t) => {
+  const missing = await ensureCommand('tmux', 'tmux')
+  if (missing) {
+    t.comment(`skipped, tmux unavailable: ${missing}`)
+    return
+  }
+  const cwd = await makeTempDir()
+  t.teardown(() => removeTempDir(cwd))
+  const socket = `regcache-serve-${process.pid}`
+  const tmux = (...args: string[]) => runOk('tmux', ['-L', socket, ...args])
+  await tmux('-f', '/dev/null', 'new-session', '-d', '-s', 'serve', '-x', '200', '-y', '40', '-c', cwd, '-e', 'REGCACHE_LISTEN=127.0.0.1:0', `${process.execPath} ${CLI} serve; echo "EXIT=$?"; sleep 600`)
+  t.teardown(() => run('tmux', ['-L', socket, 'kill-server']))
+  const screen = async () => (await tmux('capture-pane', '-p', '-t', 'serve')).stdout
+  let text = ''
+  await waitUntil('regcache listening', async () => (text = await screen()).includes('regcache listening'), { timeoutMs: 60_000, intervalMs: 200 })
+  const line = text.split('\n').find((l) => l.includes('regcache listening')) ?? ''
+  t.match(line, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: regcache listening/, 'time, level and message first')
+  t.notMatch(text, /^\{/m, 'no JSON lines')
+  t.match(text, /url: "http:\/\/127\.0\.0\.1:\d+"/, 'fields follow, one per line')
+  await tmux('send-keys', '-t', 'serve', 'C-c')
+  await waitUntil('serve to stop', async () => /^EXIT=\d+$/m.test((text = await screen())), { timeoutMs: 60_000, intervalMs: 200 })
+  t.match(text, /INFO: stopped/)
+  t.match(text, /^EXIT=0$/m)
+})
+
 t.test('invalid configuration: exit 2 naming the file and the key', async (t) => {
   const dir = await makeTempDir()
   t.teardown(() => removeTempDir(dir))
@@ -56,11 +82,40 @@ t.test('invalid configuration: exit 2 naming the file and the key', async (t) =>
 t.test('usage', async (t) => {
   const help = await run(process.execPath, [CLI, '--help'])
   t.equal(help.code, 0)
-  for (const cmd of ['serve', 'history', 'fsck', 'client-config']) t.match(help.stdout, `regcache ${cmd}`)
+  for (const cmd of ['serve', 'history', 'fsck', 'client-config', 'warm', 'invalidate']) t.match(help.stdout, `regcache ${cmd}`)
   const unknown = await run(process.execPath, [CLI, 'frobnicate'])
   t.equal(unknown.code, 2)
   const badFlag = await run(process.execPath, [CLI, 'serve', '--nope'])
   t.equal(badFlag.code, 2)
+})
+
+t.test('each command has its own --help; the overview stays with regcache --help', async (t) => {
+  const overview = (await run(process.execPath, [CLI, '--help'])).stdout
+  t.match(overview, "Run 'regcache COMMAND --help'")
+  const own: Record<string, RegExp[]> = {
+    serve: [/^Usage: regcache serve /, /REGCACHE_LOG_FORMAT=json/, /shutdownGrace/],
+    history: [/^Usage: regcache history IMAGE/, /--json/, /rollback_refused/],
+    fsck: [/^Usage: regcache fsck/, /--repair/, /orphaned/],
+    'client-config': [/^Usage: regcache client-config containerd\|docker\|podman --mirror URL/, /--no-fallback/, /hosts\.toml/],
+    warm: [/^Usage: regcache warm /, /--from-kubernetes FILE/, /--from-file FILE/, /--concurrency N/, /kubectl get pods -A -o json/],
+    invalidate: [/^Usage: regcache invalidate IMAGE/, /history is kept/],
+  }
+  const texts = new Set<string>()
+  for (const [cmd, patterns] of Object.entries(own)) {
+    for (const flag of ['--help', '-h']) {
+      const r = await run(process.execPath, [CLI, cmd, flag])
+      t.equal(r.code, 0, `${cmd} ${flag} exits 0`)
+      t.equal(r.stderr, '')
+      for (const p of patterns) t.match(r.stdout, p, `${cmd} ${flag}: ${p}`)
+      t.not(r.stdout, overview, `${cmd} ${flag} is not the overview`)
+      texts.add(r.stdout)
+    }
+    t.equal((await run(process.execPath, [CLI, 'help', cmd])).stdout, (await run(process.execPath, [CLI, cmd, '--help'])).stdout, `regcache help ${cmd}`)
+    const bad = await run(process.execPath, [CLI, cmd, '--no-such-flag'])
+    t.equal(bad.code, 2, `${cmd} with an unknown flag exits 2`)
+    t.match(bad.stderr, new RegExp(`Usage: regcache ${cmd}`), `${cmd}: a bad flag prints that command's usage`)
+  }
+  t.equal(texts.size, Object.keys(own).length, 'one text per command')
 })
 
 t.test('config.example.yaml is valid and documents the defaults', async (t) => {
