@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the real programs the integration tests drive, from Debian's packages, when they are
-# missing: an upstream registry (distribution), containerd's ctr, skopeo, podman, a Docker engine,
+# missing: an upstream registry (distribution), htpasswd, containerd's ctr, skopeo, podman, a Docker engine,
 # Prometheus (promtool), Chromium and debootstrap (the image test's base). Runs before `npm test`.
 # As root it uses apt-get; otherwise it only says what is missing.
 set -eu
@@ -12,6 +12,7 @@ have containerd || need="$need containerd"
 have ctr || need="$need containerd"
 have skopeo || need="$need skopeo"
 have openssl || need="$need openssl"
+have htpasswd || need="$need apache2-utils"
 have podman || need="$need podman"
 have dockerd || need="$need docker.io"
 have prometheus || need="$need prometheus"
