@@ -188,13 +188,13 @@ export class ClientCredentials {
         // Revoked while upstream was being asked: the older answer must not undo the newer one.
         if ((this.generations.get(id) ?? 0) !== generation) return
         // The time upstream was asked, not answered: the "yes" is no younger than the question.
-        if (outcome === 'public') this.publicRepositories.set(repository, startedAt)
-        else if (client !== ANONYMOUS_KEY) this.entry(client).repositories.set(repository, startedAt)
+        // A yes to an anonymous request is a yes to everyone.
+        if (outcome === 'public' || client === ANONYMOUS_KEY) this.publicRepositories.set(repository, startedAt)
+        else this.entry(client).repositories.set(repository, startedAt)
         return
       case 'denied':
+        // For the anonymous client this also ends the repository's public status.
         this.revoke(client, repository)
-        // A client refused what was public a moment ago: the repository is public no longer.
-        if (client === ANONYMOUS_KEY) this.publicRepositories.delete(repository)
         return
       case 'unreachable':
         return
