@@ -95,6 +95,7 @@ export class Htpasswd {
   private poll: NodeJS.Timeout | undefined
   private reloading: Promise<void> | undefined
   private reloadAgain = false
+  private lastProblems: string | undefined
   private closed = false
   private comparisonCount = 0
   private readonly file: string
@@ -174,7 +175,10 @@ export class Htpasswd {
         } catch (err) {
           problems = [`cannot load it (${(err as Error).name})`]
         }
-        if (problems !== undefined) this.opts.log.warn({ file: this.file, problems }, 'htpasswd file not usable; keeping the users read before')
+        // Said once per distinct problem, not on every periodic check while the file stays broken.
+        const said = problems === undefined ? undefined : problems.join('\n')
+        if (problems !== undefined && said !== this.lastProblems) this.opts.log.warn({ file: this.file, problems }, 'htpasswd file not usable; keeping the users read before')
+        this.lastProblems = said
       } while (this.reloadAgain && !this.closed)
     })().finally(() => {
       this.reloading = undefined

@@ -154,6 +154,9 @@ t.test('a broken or missing file keeps the last good set and warns', async (t) =
   await rm(file)
   await eventually('a warning about the missing file', async () => rec.lines.some((l) => l.level === 'warn'))
   t.ok(await h.verify('alice', 'pw'), 'alice still accepted with the file gone')
+  await h.reload()
+  await h.reload()
+  t.equal(rec.lines.filter((l) => l.level === 'warn').length, 1, 'said once while the file stays missing')
 
   rec.lines.length = 0
   await writeFile(file, `alice:${hashWithPrefix('pw2', '$2y$')}\n`)
