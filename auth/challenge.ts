@@ -1,24 +1,27 @@
 // What a 401 from regcache carries so that every client answers it with the user's credentials.
 //
-// How the clients treat a Basic challenge (read from their sources):
-// - containerd (ctr --user, CRI): tries the request, and on a 401 whose WWW-Authenticate names
-//   `Basic` retries with `Authorization: Basic` when it has both a username and a secret; it has no
-//   `/v2/` probe, so each 401 on a manifest or blob must carry the challenge. A hosts.toml
-//   `[header] authorization = "Basic ..."` is sent up front and needs no challenge at all.
-// - containers/image (podman, skopeo --creds, podman login): probes `GET /v2/` once and uses the
-//   challenges of that answer for every later request; a `basic` challenge makes it send
-//   `Authorization: Basic` on each request, and when it has no credentials it still sends one, with
-//   an empty user and password (see auth/basic.ts). A `/v2/` answered 200 means "no auth": it then
-//   never sends credentials, so a 200 there would lock logged-in users out of private content.
-// - Docker (docker login, dockerd pulls, also through `registry-mirrors`): probes `GET /v2/`, keeps
-//   the challenges, and adds Basic credentials when the challenge is `basic` and it has credentials;
-//   `docker login` succeeds when `/v2/` then answers 200. As for containers/image, credentials are
-//   only sent after a challenge on `/v2/`.
-// Hence: with auth on, `GET /v2/` without credentials should answer 401 with this challenge even
-// when anonymous pulls are allowed (anonymous clients still pull: Docker sends nothing, podman
-// sends the empty Basic, containerd never probes). Which credentials dockerd sends to a
-// `registry-mirrors` mirror (those of docker.io, as far as its source shows) is still to be
-// confirmed against the test-started dockerd.
+// How the clients treat a Basic challenge:
+// - containers/image (podman 4.3, skopeo 1.9; observed against a server answering like this):
+//   probes `GET /v2/` without credentials; after a 401 with `Basic` it sends `Authorization: Basic`
+//   on every request, and with no credentials it sends an empty one (`Basic Og==`, see
+//   auth/basic.ts). When `/v2/` answers 200 it never sends credentials, not even after a 401 on a
+//   manifest, so `skopeo --creds` cannot reach private content. `podman login` probes `/v2/`,
+//   retries it with Basic credentials, and reports success on 200, "invalid username/password" on
+//   a second 401.
+// - containerd (ctr --user, the CRI plugin; from its source, remotes/docker/authorizer.go): no
+//   `/v2/` probe; a 401 whose challenge is `basic` makes it retry that request with Basic
+//   credentials, provided it has a non-empty username and secret. So every 401 on a manifest or a
+//   blob must carry the challenge. A hosts.toml `[header] authorization = "Basic ..."` is sent up
+//   front and needs no challenge.
+// - Docker (docker login, dockerd pulls; from moby's source, registry/auth.go and
+//   distribution/registry.go): probes `GET /v2/`, keeps its challenges, and with a `basic` one adds
+//   the credentials it holds for the registry; `docker login` succeeds when `/v2/` then answers
+//   200. Not yet observed with a real dockerd, nor which credentials dockerd sends to a
+//   `registry-mirrors` mirror (its source suggests those stored for docker.io).
+// Hence, with auth on, `GET /v2/` without credentials should answer 401 with this challenge even
+// when anonymous pulls are allowed: otherwise podman, skopeo and Docker never send credentials.
+// Anonymous clients still pull: Docker sends nothing, containers/image sends the empty Basic
+// (treated as anonymous), containerd never probes.
 
 export const REALM = 'regcache'
 
