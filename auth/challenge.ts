@@ -13,15 +13,22 @@
 //   credentials, provided it has a non-empty username and secret. So every 401 on a manifest or a
 //   blob must carry the challenge. A hosts.toml `[header] authorization = "Basic ..."` is sent up
 //   front and needs no challenge.
-// - Docker (docker login, dockerd pulls; from moby's source, registry/auth.go and
-//   distribution/registry.go): probes `GET /v2/`, keeps its challenges, and with a `basic` one adds
-//   the credentials it holds for the registry; `docker login` succeeds when `/v2/` then answers
-//   200. Not yet observed with a real dockerd, nor which credentials dockerd sends to a
-//   `registry-mirrors` mirror (its source suggests those stored for docker.io).
-// Hence, with auth on, `GET /v2/` without credentials should answer 401 with this challenge even
-// when anonymous pulls are allowed: otherwise podman, skopeo and Docker never send credentials.
-// Anonymous clients still pull: Docker sends nothing, containers/image sends the empty Basic
-// (treated as anonymous), containerd never probes.
+// - Docker (docker login, dockerd pulls; from the source of moby and of the distribution client
+//   it uses, registry/client/auth/session.go): probes `GET /v2/`, keeps its challenges; a `basic`
+//   challenge gets the credentials it holds for that registry, and without any the request fails
+//   with "no basic auth credentials" (for a `registry-mirrors` mirror, dockerd then falls back to
+//   the next endpoint, i.e. goes around the mirror). `docker login` succeeds when `/v2/` answers 200
+//   to the credentials. Not yet observed with a real dockerd, nor which credentials dockerd sends
+//   to a mirror (its source suggests those stored for docker.io).
+//
+// So `GET /v2/` is a choice when anonymous pulls are allowed:
+// - 401 with this challenge: podman, skopeo and Docker send their credentials and reach private
+//   content; anonymous containers/image clients still pull (empty Basic, treated as anonymous),
+//   containerd never probes, but an anonymous Docker client fails ("no basic auth credentials")
+//   and, as a mirror user, pulls around regcache.
+// - 200: every anonymous client works, containerd still answers per-request challenges, but
+//   podman, skopeo and Docker never send credentials, so they see only what anonymous may.
+// With anonymous pulls off, `/v2/` without credentials is always 401 with this challenge.
 
 export const REALM = 'regcache'
 
