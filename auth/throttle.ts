@@ -4,7 +4,8 @@
 // addresses are remembered, the least recently seen forgotten first.
 //
 // IPv6 clients usually hold a whole /64, so addresses are counted per /64; IPv4 per address
-// (IPv4-mapped IPv6 addresses count as IPv4).
+// (IPv4-mapped IPv6 addresses count as IPv4). A success does not reset the count, on purpose: one
+// valid account must not let a client go on guessing the passwords of others.
 
 import { isIPv4, isIPv6 } from 'node:net'
 import { LRUCache } from 'lru-cache'
@@ -76,10 +77,7 @@ export class FailureThrottle {
   }
 }
 
-/**
- * The unit an address is counted in. A success does not reset the count on purpose: one valid
- * account must not let a client keep guessing the passwords of others.
- */
+/** The unit an address is counted in. */
 export function addressKey(address: string): string {
   const a = address.trim()
   if (isIPv4(a)) return a
