@@ -5,7 +5,10 @@
 //
 // Default grants: anonymous → `pull` on repositories under `public/` only (other scopes get a token
 // with no access, as Docker Hub does); a known user with the right password → every action asked
-// for; a wrong password → 401.
+// for, or, when the user is given with rights, only what those rights cover (other scopes get a
+// token with no access); a wrong password → 401. Users, passwords and rights can be changed while
+// the server runs, e.g. to take a user's rights away: tokens issued before stay valid at the
+// registry until they expire, as with a real token service.
 
 import { X509Certificate, createPrivateKey, randomBytes, sign, type KeyObject } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
@@ -34,13 +37,43 @@ export interface TokenRequestRecord {
   userAgent?: string
 }
 
+/**
+ * A user with rights on repository patterns. In a pattern `*` matches any run of characters, `/`
+ * included (`team-a/*` covers `team-a/app` and `team-a/x/y`).
+ */
+export interface UserRights {
+  password: string
+  /** Patterns of repositories this user may pull. */
+  pull?: string[]
+  /** Patterns of repositories this user may push to (and pull). */
+  push?: string[]
+}
+
+/** A password alone: every action on every repository (the behaviour the first tests were written for). */
+export type UserSpec = string | UserRights
+
 export interface TokenServerOptions {
   /** JWT `iss`; the registry's `auth.token.issuer`. */
   issuer: string
-  /** username → password. */
-  users: Record<string, string>
+  /** username → password, or → password and rights. */
+  users: Record<string, UserSpec>
+  /** Patterns anonymous requests may pull; default `["public/*"]`. */
+  anonymousPull?: string[]
   /** Overrides the default grant policy. */
   grant?: (user: string | undefined, requested: Access) => string[]
+}
+
+/**
+ * Users with rights on team namespaces, for tests of per-client authorization: alice pulls
+ * `team-a/*`, bob pulls `team-b/*`, and `seeder` pushes anything (to fill the upstream).
+ * Anonymous requests pull `public/*` (the server's default). A fresh copy on each call.
+ */
+export function teamUsers(): Record<'alice' | 'bob' | 'seeder', UserRights> {
+  return {
+    alice: { password: 'alice-Pa55', pull: ['team-a/*'] },
+    bob: { password: 'bob-Pa55', pull: ['team-b/*'] },
+    seeder: { password: 'seeder-Pa55', push: ['*'] },
+  }
 }
 
 export interface TokenServer {
@@ -58,6 +91,14 @@ export interface TokenServer {
   expiresIn: number
   /** Which field carries the token in the next responses. */
   style: 'token' | 'access_token' | 'both'
+  /** Adds or replaces a user (its password and rights) for the next token requests. */
+  setUser(name: string, spec: UserSpec): void
+  /** The user's next token requests fail with 401. */
+  removeUser(name: string): void
+  /** Changes the password, keeping the rights; the old one gets 401 from now on. */
+  setPassword(name: string, password: string): void
+  /** Changes what the user may do (e.g. `{ pull: [] }` to take every right away). */
+  setRights(name: string, rights: { pull?: string[]; push?: string[] }): void
   stop(): Promise<void>
 }
 
@@ -77,6 +118,21 @@ export function defaultGrant(user: string | undefined, requested: Access): strin
   if (user !== undefined) return requested.actions
   if (requested.type === 'repository' && requested.name.startsWith('public/')) return requested.actions.filter((a) => a === 'pull')
   return []
+}
+
+/** `*` matches any run of characters, `/` included; everything else is literal. */
+export function matchesPattern(pattern: string, name: string): boolean {
+  const escaped = pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\/-]/g, '\\$&'))
+  return new RegExp(`^${escaped.join('.*')}$`, 's').test(name)
+}
+
+/** What a user with rights (or anonymous, with `anonymousPull`) gets for one requested scope. */
+export function rightsGrant(rights: Pick<UserRights, 'pull' | 'push'> | undefined, anonymousPull: string[], requested: Access): string[] {
+  if (requested.type !== 'repository') return []
+  const matches = (patterns: string[] | undefined) => (patterns ?? []).some((p) => matchesPattern(p, requested.name))
+  const canPush = rights !== undefined && matches(rights.push)
+  const canPull = canPush || (rights !== undefined ? matches(rights.pull) : matches(anonymousPull))
+  return requested.actions.filter((a) => (a === 'pull' && canPull) || (a === 'push' && canPush))
 }
 
 const b64url = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url')
@@ -99,7 +155,17 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
     ])
     const key = createPrivateKey(await readFile(keyFile))
     const certDer = new X509Certificate(await readFile(certFile)).raw
-    const grant = opts.grant ?? defaultGrant
+    const users = new Map<string, UserSpec>(Object.entries(opts.users))
+    const anonymousPull = opts.anonymousPull ?? ['public/*']
+    const passwordOf = (spec: UserSpec) => (typeof spec === 'string' ? spec : spec.password)
+    const grant =
+      opts.grant ??
+      ((user: string | undefined, requested: Access): string[] => {
+        if (user === undefined) return opts.anonymousPull === undefined ? defaultGrant(undefined, requested) : rightsGrant(undefined, anonymousPull, requested)
+        const spec = users.get(user)
+        if (spec === undefined) return []
+        return typeof spec === 'string' ? defaultGrant(user, requested) : rightsGrant(spec, anonymousPull, requested)
+      })
     const requests: TokenRequestRecord[] = []
     const port = await freePort()
 
@@ -123,7 +189,8 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
         const colon = decoded.indexOf(':')
         user = colon === -1 ? decoded : decoded.slice(0, colon)
         const password = colon === -1 ? '' : decoded.slice(colon + 1)
-        if (Object.prototype.hasOwnProperty.call(opts.users, user) && opts.users[user] === password) authenticated = user
+        const spec = users.get(user)
+        if (spec !== undefined && passwordOf(spec) === password) authenticated = user
       }
       const record: TokenRequestRecord = {
         service: u.searchParams.get('service') ?? undefined,
@@ -193,6 +260,22 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
       },
       set style(v: TokenServer['style']) {
         state.style = v
+      },
+      setUser(name, spec) {
+        users.set(name, typeof spec === 'string' ? spec : { ...spec })
+      },
+      removeUser(name) {
+        users.delete(name)
+      },
+      setPassword(name, password) {
+        const spec = users.get(name)
+        if (spec === undefined) throw new Error(`token server: no user ${name}`)
+        users.set(name, typeof spec === 'string' ? password : { ...spec, password })
+      },
+      setRights(name, rights) {
+        const spec = users.get(name)
+        if (spec === undefined) throw new Error(`token server: no user ${name}`)
+        users.set(name, { password: passwordOf(spec), pull: rights.pull, push: rights.push })
       },
       async stop() {
         await new Promise<void>((resolve) => {
