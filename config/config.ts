@@ -34,6 +34,8 @@ export interface Config {
   readonly defaultUpstream: string
   readonly upstreams: Readonly<Record<string, UpstreamConfig>>
   readonly cache: { readonly maxSizeBytes?: number; readonly maxAgeMs?: number }
+  /** Ranges of blobs not cached yet: `rangeOnMiss` forward them upstream (at most `rangeForwards` per blob at once) or wait for the fill. */
+  readonly blobs: { readonly rangeForwards: number; readonly rangeOnMiss: 'forward' | 'wait' }
   readonly tls?: { readonly certFile: string; readonly keyFile: string }
   readonly shutdownGraceMs: number
 }
@@ -167,6 +169,7 @@ function resolveConfig(doc: Record<string, any>, source: string, base: string, e
     defaultUpstream: doc.defaultUpstream,
     upstreams: Object.freeze(upstreams),
     cache: Object.freeze({ maxSizeBytes, maxAgeMs }),
+    blobs: Object.freeze({ rangeForwards: doc.blobs.rangeForwards, rangeOnMiss: doc.blobs.rangeOnMiss }),
     tls: doc.tls ? Object.freeze({ certFile: path(doc.tls.certFile), keyFile: path(doc.tls.keyFile) }) : undefined,
     shutdownGraceMs: ms('shutdownGrace', doc.shutdownGrace),
   }

@@ -80,6 +80,15 @@ export const configSchema = {
         maxAge: duration,
       },
     },
+    blobs: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        rangeForwards: { type: 'integer', minimum: 1, default: 8 },
+        rangeOnMiss: { enum: ['forward', 'wait'], default: 'forward' },
+      },
+    },
     tls: {
       type: 'object',
       additionalProperties: false,

@@ -1,5 +1,6 @@
 // Blobs by digest: immutable, so a cached blob is served without asking upstream (once it is
-// known to belong to the repository); a miss starts one Fill that every client shares.
+// known to belong to the repository); a miss starts one Fill that every client shares. A range
+// the fill has not reached yet is forwarded upstream meanwhile (range-forward.ts).
 
 import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
@@ -10,11 +11,14 @@ import type { CacheOutcome, Target } from './manifests.js'
 import { headerValue } from '../upstream/client.js'
 import type { Metrics } from './metrics.js'
 import type { Upstreams } from './upstreams.js'
+import { resolveRange, type RangeSpec } from './byte-range.js'
+import { RangeForwards, servedByFill, type ForwardedRange, type RangeOnMiss } from './range-forward.js'
 import type { BlobStore } from '../storage/blob-store.js'
 import { DigestMismatchError } from '../storage/blob-store.js'
 import type { Metadata } from '../storage/metadata.js'
 
 export interface BlobResult {
+  kind: 'blob'
   digest: string
   size: number
   outcome: CacheOutcome
@@ -23,11 +27,21 @@ export interface BlobResult {
   open(start: number, end: number): Readable
 }
 
+export interface BlobOptions {
+  /** Concurrent upstream range requests per blob not cached yet. */
+  rangeForwards: number
+  /** A range the fill has not reached: forwarded upstream, or wait for the fill. */
+  rangeOnMiss: RangeOnMiss
+}
+
+export const DEFAULT_BLOB_OPTIONS: BlobOptions = { rangeForwards: 8, rangeOnMiss: 'forward' }
+
 export class Blobs {
   private readonly fills = new Map<string, Fill>()
   private readonly starting = new SingleFlight<Fill>()
   /** Open reads of cached blobs, by digest: eviction leaves these alone. */
   private readonly serving = new Map<string, number>()
+  private readonly forwards: RangeForwards
   /** Called after each fill ends (eviction may be due). */
   onFillEnded?: () => void
 
@@ -37,7 +51,10 @@ export class Blobs {
     private readonly store: BlobStore,
     private readonly metrics: Metrics,
     private readonly log: Logger,
-  ) {}
+    private readonly opts: BlobOptions = DEFAULT_BLOB_OPTIONS,
+  ) {
+    this.forwards = new RangeForwards(upstreams, metrics, opts.rangeForwards)
+  }
 
   /** Digests being filled or served now: eviction must leave them alone. */
   busy(): ReadonlySet<string> {
@@ -53,10 +70,16 @@ export class Blobs {
     await Promise.allSettled([...this.fills.values()].map((f) => f.done))
   }
 
-  async get(t: Target, digest: string, method: 'GET' | 'HEAD'): Promise<BlobResult> {
+  /**
+   * A blob for a GET or HEAD. `range` is the GET's single Range: when the blob is not cached and
+   * its fill has not reached that range, the range is answered from upstream (a ForwardedRange).
+   */
+  async get(t: Target, digest: string, method: 'GET' | 'HEAD', range?: RangeSpec): Promise<BlobResult | ForwardedRange> {
     const linked = this.meta.isLinked(t.upstream.name, t.repository, digest)
     const fill = this.fills.get(digest)
     if (fill && (linked || (await this.confirmUpstream(t, digest)))) {
+      const forwarded = method === 'GET' ? await this.forwardRange(t, fill, range) : undefined
+      if (forwarded) return forwarded
       this.metrics.coalesced.inc({ kind: 'blob' })
       return this.fromFill(fill, 'coalesced')
     }
@@ -68,13 +91,24 @@ export class Blobs {
         this.meta.deleteContent(digest)
       } else if (linked || (await this.confirmUpstream(t, digest))) {
         this.meta.touch(digest)
-        return { digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.openCached(digest, s, e) }
+        return { kind: 'blob', digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.openCached(digest, s, e) }
       }
     }
     if (method === 'HEAD') return this.headUpstream(t, digest)
     const flight = this.starting.run(`${t.upstream.name}\n${t.repository}\n${digest}`, () => this.startFill(t, digest))
     const started = await flight.promise
+    // The fill's own 200 confirmed the blob and its size; the range need not wait for the rest.
+    const forwarded = await this.forwardRange(t, started, range)
+    if (forwarded) return forwarded
     return this.fromFill(started, flight.joined ? 'coalesced' : 'miss')
+  }
+
+  /** The range from upstream when the fill does not have it yet and a forward may start now. */
+  private async forwardRange(t: Target, fill: Fill, range: RangeSpec | undefined): Promise<ForwardedRange | undefined> {
+    if (range === undefined || this.opts.rangeOnMiss !== 'forward') return undefined
+    const r = resolveRange(range, fill.size)
+    if (r.kind !== 'partial' || servedByFill(fill, r.start, r.end)) return undefined
+    return this.forwards.forward(t, fill.digest, fill.size, r.start, r.end)
   }
 
   private openCached(digest: string, start: number, end: number): Readable {
@@ -93,7 +127,7 @@ export class Blobs {
   }
 
   private fromFill(fill: Fill, outcome: CacheOutcome): BlobResult {
-    return { digest: fill.digest, size: fill.size, outcome, source: 'upstream', open: (s, e) => this.track(fill.digest, fill.createReadStream(s, e)) }
+    return { kind: 'blob', digest: fill.digest, size: fill.size, outcome, source: 'upstream', open: (s, e) => this.track(fill.digest, fill.createReadStream(s, e)) }
   }
 
   /** Upstream says this repository has the blob: link it, so the cached copy may be served for it. */
@@ -124,6 +158,7 @@ export class Blobs {
     const size = Number(headerValue(res.headers['content-length']))
     if (!Number.isSafeInteger(size) || size < 0) throw new RegistryError('UPSTREAM_ERROR', 'upstream answered a blob HEAD without a Content-Length')
     return {
+      kind: 'blob',
       digest,
       size,
       outcome: 'miss',

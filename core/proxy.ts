@@ -42,7 +42,7 @@ export class Proxy {
     this.meta = new Metadata(dbPath(config.dataDir))
     this.upstreams = new Upstreams(config, this.metrics, log, clientFactory)
     this.manifests = new Manifests(this.upstreams, this.meta, this.store, this.metrics, log)
-    this.blobs = new Blobs(this.upstreams, this.meta, this.store, this.metrics, log)
+    this.blobs = new Blobs(this.upstreams, this.meta, this.store, this.metrics, log, config.blobs)
     this.evictor = new Evictor(this.meta, this.store, this.metrics, log, {
       maxSizeBytes: config.cache.maxSizeBytes,
       maxAgeMs: config.cache.maxAgeMs,

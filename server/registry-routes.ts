@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Proxy } from '../core/proxy.js'
 import { RegistryError } from '../core/errors.js'
 import { isValidDigest, isValidName, isValidTag, looksLikeDigest, parseApiPath } from '../core/reference.js'
-import { parseRange } from './range.js'
+import { parseRange, parseRangeSpec } from './range.js'
 import { selectUpstream, type Selection } from './select-upstream.js'
 import type { Target, ManifestResult } from '../core/manifests.js'
 import type { Upstream } from '../core/upstreams.js'
@@ -71,7 +71,7 @@ export function registryRoutes(app: FastifyInstance, proxy: Proxy): void {
         Object.assign(req.outcome, { upstream: t.upstream.name, repository: t.repository, digest: api.reference })
         if (!isValidDigest(api.reference)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(api.reference)}`)
         if (sel.namespace !== undefined) reply.header('oci-namespace', sel.namespace)
-        const blob = await proxy.blobs.get(t, api.reference, head ? 'HEAD' : 'GET')
+        const blob = await proxy.blobs.get(t, api.reference, head ? 'HEAD' : 'GET', parseRangeSpec(req.headers.range))
         req.outcome.cache = blob.outcome
         reply
           .header('content-type', 'application/octet-stream')
@@ -79,6 +79,13 @@ export function registryRoutes(app: FastifyInstance, proxy: Proxy): void {
           .header('etag', `"${blob.digest}"`)
           .header('accept-ranges', 'bytes')
           .header('x-regcache-cache', blob.outcome)
+        if (blob.kind === 'forwarded') {
+          reply.code(206).header('content-range', `bytes ${blob.start}-${blob.end}/${blob.size}`).header('content-length', blob.end - blob.start + 1)
+          let relayed = 0
+          blob.body.on('data', (c: Buffer) => (relayed += c.length))
+          blob.body.on('close', () => proxy.metrics.bytesServed.inc({ source: 'upstream' }, relayed))
+          return reply.send(blob.body)
+        }
         const range = parseRange(req.headers.range, blob.size)
         if (range.kind === 'unsatisfiable') {
           reply.header('content-range', `bytes */${blob.size}`)
