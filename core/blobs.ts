@@ -96,11 +96,18 @@ export class Blobs {
     }
     if (method === 'HEAD') return this.headUpstream(t, digest)
     const flight = this.starting.run(`${t.upstream.name}\n${t.repository}\n${digest}`, () => this.startFill(t, digest))
-    const started = await flight.promise
-    // The fill's own 200 confirmed the blob and its size; the range need not wait for the rest.
-    const forwarded = await this.forwardRange(t, started, range)
+    // The range goes upstream alongside the fill's first request; the fill's 200 then confirms
+    // the blob and gives the size its answer is checked against.
+    const early = this.forwardEarly(t, digest, range, flight.promise)
+    const [started, forwarded] = await Promise.all([flight.promise, early])
     if (forwarded) return forwarded
     return this.fromFill(started, flight.joined ? 'coalesced' : 'miss')
+  }
+
+  /** A range on a miss, before the fill has a byte: one from the start is the fill's to serve. */
+  private forwardEarly(t: Target, digest: string, range: RangeSpec | undefined, fill: Promise<Fill>): Promise<ForwardedRange | undefined> | undefined {
+    if (range === undefined || this.opts.rangeOnMiss !== 'forward' || (range.kind === 'from' && range.start === 0)) return undefined
+    return this.forwards.forwardEarly(t, digest, range, fill.then((f) => f.size))
   }
 
   /** The range from upstream when the fill does not have it yet and a forward may start now. */

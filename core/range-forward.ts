@@ -10,6 +10,7 @@
 
 import { EventEmitter } from 'node:events'
 import { Readable } from 'node:stream'
+import { resolveRange, type RangeSpec } from './byte-range.js'
 import { RegistryError, errorForUpstreamStatus } from './errors.js'
 import type { Fill } from './fill.js'
 import type { Target } from './manifests.js'
@@ -29,6 +30,13 @@ export interface ForwardedRange {
   outcome: 'range-forwarded'
   source: 'upstream'
   body: Readable
+}
+
+/** Where a forwarded range lies: bytes [start, end] of a blob of `size` bytes. */
+interface Slice {
+  size: number
+  start: number
+  end: number
 }
 
 /**
@@ -68,15 +76,37 @@ export class RangeForwards {
    * has `limit` forwards in flight (the caller then waits for the fill). Rejects with a
    * RegistryError, having served nothing, when upstream's answer is not that range.
    */
-  async forward(t: Target, digest: string, size: number, start: number, end: number): Promise<ForwardedRange | undefined> {
-    const key = `${digest}\n${start}-${end}`
+  forward(t: Target, digest: string, size: number, start: number, end: number): Promise<ForwardedRange | undefined> {
+    const header = `bytes=${start}-${end}`
+    return this.begin(t, digest, header, end - start + 1, Promise.resolve({ size, start, end }))
+  }
+
+  /**
+   * A range asked for while the blob's size is still unknown (its fill is starting): sent upstream
+   * at once, so the answer takes one round trip rather than two, and checked once `size` is known.
+   * Undefined as for forward(), or when the range turns out not satisfiable for that size.
+   */
+  forwardEarly(t: Target, digest: string, spec: RangeSpec, size: Promise<number>): Promise<ForwardedRange | undefined> {
+    const header = spec.kind === 'suffix' ? `bytes=-${spec.length}` : `bytes=${spec.start}-${spec.end ?? ''}`
+    const longest = spec.kind === 'suffix' ? spec.length : spec.end !== undefined ? spec.end - spec.start + 1 : Infinity
+    const slice = size.then((n): Slice | undefined => {
+      const r = resolveRange(spec, n)
+      return r.kind === 'partial' ? { size: n, start: r.start, end: r.end } : undefined
+    })
+    return this.begin(t, digest, header, longest, slice)
+  }
+
+  private async begin(t: Target, digest: string, header: string, longest: number, slice: Promise<Slice | undefined>): Promise<ForwardedRange | undefined> {
+    const key = `${digest}\n${header}`
     const joined = this.shared.get(key)
     if (joined) {
       this.metrics.rangeForwards.inc({ result: 'coalesced' })
-      await joined.ready
-      return this.result(digest, size, start, end, joined.open())
+      const s = await joined.slice
+      return s && this.result(digest, s, joined.open())
     }
     if (this.inFlight(digest) >= this.limit) {
+      // The slice's size comes from the fill start, whose failure the caller reports.
+      slice.catch(() => {})
       this.metrics.rangeForwards.inc({ result: 'waited' })
       return undefined
     }
@@ -89,8 +119,8 @@ export class RangeForwards {
       if (n <= 0) this.perBlob.delete(digest)
       else this.perBlob.set(digest, n)
     }
-    const ready = this.request(t, digest, size, start, end)
-    if (end - start + 1 <= SHARE_LIMIT) {
+    const ready = this.request(t, digest, header, slice)
+    if (longest <= SHARE_LIMIT) {
       const fwd = new SharedForward(ready)
       this.shared.set(key, fwd)
       fwd.once('abandoned', () => {
@@ -100,39 +130,50 @@ export class RangeForwards {
         if (this.shared.get(key) === fwd) this.shared.delete(key)
         release()
       })
-      await fwd.ready
-      return this.result(digest, size, start, end, fwd.open())
+      const s = await fwd.slice
+      return s && this.result(digest, s, fwd.open())
     }
-    let body: Readable
+    let answer: Awaited<typeof ready>
     try {
-      body = await ready
+      answer = await ready
     } catch (err) {
       release()
       throw err
     }
-    body.once('close', release)
-    return this.result(digest, size, start, end, body)
+    if (!answer) {
+      release()
+      return undefined
+    }
+    answer.body.once('close', release)
+    return this.result(digest, answer.slice, answer.body)
   }
 
-  private result(digest: string, size: number, start: number, end: number, body: Readable): ForwardedRange {
-    return { kind: 'forwarded', digest, size, start, end, outcome: 'range-forwarded', source: 'upstream', body }
+  private result(digest: string, s: Slice, body: Readable): ForwardedRange {
+    return { kind: 'forwarded', digest, size: s.size, start: s.start, end: s.end, outcome: 'range-forwarded', source: 'upstream', body }
   }
 
-  /** The upstream request, its answer checked; resolves to exactly bytes [start, end]. */
-  private async request(t: Target, digest: string, size: number, start: number, end: number): Promise<Readable> {
-    let res: UpstreamResponse
-    try {
-      res = await this.upstreams.call(t.upstream, {
-        method: 'GET',
-        repository: t.repository,
-        path: `blobs/${digest}`,
-        headers: { range: `bytes=${start}-${end}` },
-      })
-    } catch (err) {
+  /**
+   * The upstream request, sent at once; its answer checked against `slice` once that is known.
+   * Resolves to exactly the slice's bytes, or undefined (nothing to forward) when `slice` is.
+   */
+  private async request(t: Target, digest: string, header: string, slice: Promise<Slice | undefined>): Promise<{ slice: Slice; body: Readable } | undefined> {
+    const sent = this.upstreams.call(t.upstream, { method: 'GET', repository: t.repository, path: `blobs/${digest}`, headers: { range: header } }).catch((err: unknown) => {
       this.metrics.rangeForwards.inc({ result: 'failed' })
       throw err
+    })
+    let res: UpstreamResponse
+    let s: Slice | undefined
+    try {
+      ;[res, s] = await Promise.all([sent, slice])
+    } catch (err) {
+      sent.then((r) => r.body.dump().catch(() => {}), () => {})
+      throw err
     }
-    const problem = checkRangeAnswer(res, start, end, size)
+    if (!s) {
+      await res.body.dump().catch(() => {})
+      return undefined
+    }
+    const problem = checkRangeAnswer(res, s.start, s.end, s.size)
     if (problem !== undefined) {
       await res.body.dump().catch(() => {})
       this.metrics.rangeForwards.inc({ result: 'rejected' })
@@ -143,7 +184,7 @@ export class RangeForwards {
     }
     this.metrics.rangeForwards.inc({ result: 'forwarded' })
     const bytes = this.metrics.rangeForwardedBytes
-    return Readable.from(sliceOf(res, start, end, (n) => bytes.inc(n)), { objectMode: false })
+    return { slice: s, body: Readable.from(sliceOf(res, s.start, s.end, (n) => bytes.inc(n)), { objectMode: false }) }
   }
 }
 
@@ -220,21 +261,27 @@ async function* sliceOf(res: UpstreamResponse, start: number, end: number, onByt
  * client left before the end (it must not be joined any more).
  */
 class SharedForward extends EventEmitter {
-  readonly ready: Promise<void>
+  /** The bytes' place in the blob, or undefined when there turned out to be nothing to forward. */
+  readonly slice: Promise<Slice | undefined>
   private readonly chunks: Buffer[] = []
   private ended = false
   private error?: Error
   private readers = 0
   private source?: Readable
 
-  constructor(body: Promise<Readable>) {
+  constructor(answer: Promise<{ slice: Slice; body: Readable } | undefined>) {
     super()
     this.setMaxListeners(0)
-    this.ready = body.then((b) => {
-      this.source = b
-      void this.pull(b)
+    this.slice = answer.then((a) => {
+      if (!a) {
+        this.emit('finished')
+        return undefined
+      }
+      this.source = a.body
+      void this.pull(a.body)
+      return a.slice
     })
-    this.ready.catch(() => this.emit('finished'))
+    this.slice.catch(() => this.emit('finished'))
   }
 
   private async pull(body: Readable): Promise<void> {
