@@ -92,25 +92,23 @@ export async function lazyTail(o: LazyOptions): Promise<TailTiming[]> {
   const expected = Buffer.from(await ref.body.arrayBuffer())
 
   const out: TailTiming[] = []
-  const measure = async (who: LazyWho, base: string) => {
+  const gets = (status: number) => o.upstream.count({ method: 'GET', pathIncludes: `/blobs/${o.digest}`, status })
+  for (const who of ['direct', 'regcache', 'dist'] as const) {
     await o.upstream.settle()
     o.upstream.resetRequests()
-    const r = await timedTail(`${base}${path}`, start, end, expected)
+    const s = who === 'direct' ? undefined : await o.start[who](o.linkUrl)
+    let r: Awaited<ReturnType<typeof timedTail>>
+    try {
+      r = await timedTail(`${s?.url ?? o.linkUrl}${path}`, start, end, expected)
+    } finally {
+      // Stopping lets a background download finish or be cut, so the next one starts on an idle
+      // link; upstream's log has its GETs only once they ended.
+      await s?.stop()
+    }
     await o.upstream.settle()
-    const gets = (status: number) => o.upstream.count({ method: 'GET', pathIncludes: `/blobs/${o.digest}`, status })
     const t: TailTiming = { who, ...r, upstreamFull: gets(200), upstreamRanges: gets(206) }
     out.push(t)
-    log(`   ${who}: tail first byte ${fmt(t.firstByteMs)} ms, whole tail ${fmt(t.tailMs)} ms (HTTP ${t.status}${t.cache ? `, ${t.cache}` : ''}; upstream so far: ${t.upstreamFull} whole, ${t.upstreamRanges} ranges)`)
-  }
-  await measure('direct', o.linkUrl)
-  for (const who of ['regcache', 'dist'] as const) {
-    const s = await o.start[who](o.linkUrl)
-    try {
-      await measure(who, s.url)
-    } finally {
-      // Stopping lets a background download finish or be cut, so the next one starts on an idle link.
-      await s.stop()
-    }
+    log(`   ${who}: tail first byte ${fmt(t.firstByteMs)} ms, whole tail ${fmt(t.tailMs)} ms (HTTP ${t.status}${t.cache ? `, ${t.cache}` : ''}; upstream blob GETs: ${t.upstreamFull} whole, ${t.upstreamRanges} ranges)`)
   }
   return out
 }
