@@ -73,10 +73,10 @@ async function timedTail(url: string, start: number, end: number, expected: Buff
       got.push(c.subarray(from - offset, to - offset))
     }
     offset += c.length
-    if (offset > end) break
+    // A whole-blob answer is not read past the tail.
+    if (res.statusCode === 200 && offset > end) break
   }
   const tailMs = now() - t0
-  // Leaving the loop early destroys the body: a whole-blob answer is not read further.
   const tail = Buffer.concat(got)
   if (!tail.equals(expected)) fail(`${url}: the tail's ${tail.length} bytes differ from the blob's last ${expected.length}`)
   return { firstByteMs: firstByteMs ?? tailMs, tailMs, status: res.statusCode, cache: one(res.headers['x-regcache-cache']) }
@@ -97,9 +97,15 @@ export async function lazyTail(o: LazyOptions): Promise<TailTiming[]> {
     await o.upstream.settle()
     o.upstream.resetRequests()
     const s = who === 'direct' ? undefined : await o.start[who](o.linkUrl)
+    const url = `${s?.url ?? o.linkUrl}${path}`
     let r: Awaited<ReturnType<typeof timedTail>>
     try {
-      r = await timedTail(`${s?.url ?? o.linkUrl}${path}`, start, end, expected)
+      // A HEAD first, as a snapshotter sends: the process has served a request and has its
+      // upstream connection, as a long-running mirror would; the blob is still not fetched.
+      const head = await request(url, { method: 'HEAD', headers: { 'user-agent': 'regcache-bench' } })
+      await head.body.dump()
+      if (head.statusCode !== 200) fail(`${who}: HEAD of the blob answered ${head.statusCode}`)
+      r = await timedTail(url, start, end, expected)
     } finally {
       // Stopping lets a background download finish or be cut, so the next one starts on an idle
       // link; upstream's log has its GETs only once they ended.
