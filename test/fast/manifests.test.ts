@@ -78,6 +78,7 @@ t.test('upstream failing: the cached manifest is served, marked stale', async (t
       t.equal(res.headers['docker-content-digest'], img.digest)
       t.equal(res.headers['x-regcache-cache'], 'stale')
       t.match(String(res.headers['x-regcache-stale']), new RegExp(`reason=${c.reason}$`))
+      if (c.reason === 'timeout') t.ok(a.upstreamDown(), 'one timeout marks the upstream down')
     })
   }
 })

@@ -1,6 +1,8 @@
 // UpstreamClient and its TokenCache against the in-process registry: the token dance, token
 // reuse and renewal, shared token requests, Basic auth, redirects, classified failures and
 // rate-limit headers.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { UpstreamClient, type UpstreamResponse } from '../../upstream/client.js'
@@ -101,7 +103,9 @@ t.test('bearer: the token endpoint refusing is passed on as the 401; failing is 
 t.test('basic: credentials sent after the challenge; without them the 401 is passed on', async (t) => {
   const { registry, client } = await setup(t, { auth: 'basic', user: { username: 'u', password: 'p' } })
   const blob = registry.randomBlob('app', 10)
-  const dir = t.testdir({ password: 'p\n' })
+  const dir = mkdtempSync(join(tmpdir(), 'regcache-fast-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'password'), 'p\n')
   const authed = new UpstreamClient(testUpstreamConfig(t, registry.url, { username: 'u', passwordFile: join(dir, 'password') }))
   t.teardown(() => authed.destroy())
   const ok = await authed.request(blobGet(blob.digest))
