@@ -89,7 +89,10 @@ t.test('repository isolation: a blob cached for one repository is served to anot
   await blob(a, 'two', b.digest)
   t.equal(a.registry.count(), 0, 'confirmed once, remembered')
 
-  a.registry.refuse()
+  a.registry.fail({ kind: 'blob', path: '/v2/four/', times: 1 }, { status: 403 })
+  t.equal((await blob(a, 'four', b.digest)).statusCode, 403, 'a denial for another repository is passed on')
+
+  await a.registry.refuse()
   const three = await blob(a, 'three', b.digest)
   t.equal(three.statusCode, 503, 'upstream unreachable: not served to an unconfirmed repository')
 })

@@ -231,3 +231,13 @@ t.test('concurrent requests for one tag share one revalidation', async (t) => {
   t.equal(a.registry.count('HEAD', 'manifest'), 1)
   t.equal(a.registry.count('GET', 'manifest'), 1)
 })
+
+t.test('a manifest cached for one repository is not served to another without upstream', async (t) => {
+  const a = await buildTestApp(t)
+  const img = a.registry.seedImage('one', '1')
+  await get(a, '/v2/one/manifests/1')
+  a.registry.resetCounts()
+  const other = await get(a, `/v2/two/manifests/${img.digest}`)
+  t.equal(other.statusCode, 404, 'upstream has no such manifest in "two"')
+  t.equal(a.registry.count('GET', 'manifest'), 1)
+})
