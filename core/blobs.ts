@@ -9,6 +9,7 @@ import { Fill, isDiskError } from './fill.js'
 import { SingleFlight } from './single-flight.js'
 import type { CacheOutcome, Target } from './target.js'
 import { headerValue } from '../upstream/headers.js'
+import type { UpstreamResponse } from '../upstream/client.js'
 import type { Metrics } from './metrics.js'
 import type { Upstreams } from './upstreams.js'
 import type { ContentStore } from '../storage/content-store.js'
@@ -225,14 +226,14 @@ export class Blobs {
     }
     const size = Number(headerValue(first.headers['content-length']))
     if (!Number.isSafeInteger(size) || size < 0) {
-      first.body.destroy()
+      discard(first)
       throw new RegistryError('UPSTREAM_ERROR', 'upstream sent a blob without a Content-Length')
     }
     let writer
     try {
       writer = await this.store.createWriter(digest)
     } catch (err) {
-      first.body.destroy()
+      discard(first)
       throw err
     }
     const log = this.log.child({ upstream: t.upstream.name, repository: t.repository, digest })
@@ -275,3 +276,9 @@ export class Blobs {
   }
 }
 
+
+/** Drops a response body we will not read; its abort error has a listener, so it is never uncaught. */
+function discard(res: UpstreamResponse): void {
+  res.body.on('error', () => {})
+  res.body.destroy()
+}

@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import { access, constants } from 'node:fs/promises'
 import type { Config, UpstreamConfig } from '../config/config.js'
 import { BlobStore } from '../storage/blob-store.js'
+import type { ContentStore } from '../storage/content-store.js'
 import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
 import { DataDirLock } from '../storage/data-lock.js'
@@ -31,6 +32,8 @@ export interface MirrorOptions {
   log: Logger
   /** For tests that wrap the upstream client; defaults to the real one. */
   clientFactory?: (c: UpstreamConfig) => UpstreamClient
+  /** Stores opened by the caller (tests wrap them to count calls); by default opened on config.dataDir. */
+  stores?: { meta: Metadata; store: ContentStore }
 }
 
 /** How often last-access times are written to the database (reads stay off the write path). */
@@ -42,7 +45,7 @@ export class Mirror {
   readonly metrics = new Metrics()
   readonly startedAt = Date.now()
   private readonly meta: Metadata
-  private readonly store: BlobStore
+  private readonly store: ContentStore
   private readonly upstreams: Upstreams
   private readonly upstreamNames: ReadonlySet<string>
   private readonly manifests: Manifests
@@ -57,9 +60,10 @@ export class Mirror {
     private readonly config: Config,
     private readonly log: Logger,
     clientFactory?: MirrorOptions['clientFactory'],
+    stores?: MirrorOptions['stores'],
   ) {
-    this.store = new BlobStore(config.dataDir)
-    this.meta = new Metadata(dbPath(config.dataDir))
+    this.store = stores?.store ?? new BlobStore(config.dataDir)
+    this.meta = stores?.meta ?? new Metadata(dbPath(config.dataDir))
     this.upstreams = new Upstreams({ config, metrics: this.metrics, log, clientFactory })
     this.upstreamNames = new Set(this.upstreams.all().map((u) => u.name))
     this.manifests = new Manifests({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log })
@@ -105,7 +109,7 @@ export class Mirror {
     const lock = DataDirLock.acquire(opts.config.dataDir)
     let mirror: Mirror
     try {
-      mirror = new Mirror(opts.config, opts.log, opts.clientFactory)
+      mirror = new Mirror(opts.config, opts.log, opts.clientFactory, opts.stores)
     } catch (err) {
       lock.release()
       throw err

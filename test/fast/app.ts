@@ -9,10 +9,11 @@ import type { FastifyInstance } from 'fastify'
 import { pino } from 'pino'
 import { stringify } from 'yaml'
 import { loadConfig, type Config, type UpstreamConfig } from '../../config/config.js'
-import { Proxy } from '../../core/proxy.js'
+import { Mirror } from '../../core/mirror.js'
 import { buildApp } from '../../server/app.js'
-import type { BlobStore } from '../../storage/blob-store.js'
-import type { Metadata } from '../../storage/metadata.js'
+import { BlobStore } from '../../storage/blob-store.js'
+import { Metadata } from '../../storage/metadata.js'
+import { dbPath } from '../../storage/layout.js'
 import { countCalls, METADATA_READS, METADATA_WRITES, STORE_METHODS, type Counted } from './counting.js'
 import { FakeRegistry, type FakeRegistryOptions } from './fake-registry.js'
 
@@ -92,32 +93,32 @@ export async function buildTestApp(t: Teardown, opts: TestAppOptions = {}): Prom
   const registry = opts.registry ?? (await FakeRegistry.start(opts.registryOptions))
   const config = testConfig(t, registry.url, opts)
   const log = pino({ level: 'silent' })
-  const proxy = await Proxy.open({ config, log })
-  const app = buildApp({ proxy, log })
+  // The mirror is given its stores wrapped in call counters, as distribution's proxy tests count remote calls.
+  const meta = countCalls(new Metadata(dbPath(config.dataDir)), [...METADATA_READS, ...METADATA_WRITES])
+  const store = countCalls(new BlobStore(config.dataDir), STORE_METHODS)
+  const mirror = await Mirror.open({ config, log, stores: { meta, store } })
+  const app = buildApp({ mirror, log })
   await app.ready()
-  const meta = countCalls(proxy.meta, [...METADATA_READS, ...METADATA_WRITES])
-  const store = countCalls(proxy.store, STORE_METHODS)
   let closed = false
   const close = async () => {
     if (closed) return
     closed = true
     await app.close()
-    await proxy.blobs.drain()
-    await proxy.close()
+    await mirror.drain()
+    await mirror.close()
     if (!opts.registry) await registry.close()
   }
   t.teardown(close)
-  const upstream = proxy.upstreams.get(UPSTREAM)
   return {
     app,
     registry,
     meta,
     store,
-    evict: () => proxy.evictor.runNow(),
-    busy: () => proxy.blobs.busy(),
-    upstreamDown: () => upstream?.health.isDown ?? false,
-    totals: () => proxy.meta.totals(),
-    drain: () => proxy.blobs.drain(),
+    evict: () => mirror.evictNow(),
+    busy: () => mirror.busyDigests(),
+    upstreamDown: () => mirror.upstreamState(UPSTREAM) === 'down',
+    totals: () => meta.totals(),
+    drain: () => mirror.drain(),
     close,
   }
 }

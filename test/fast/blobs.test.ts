@@ -64,7 +64,8 @@ t.test('ranges, cold and warm', async (t) => {
   const bad = await blob(a, 'app', b.digest, { range: `bytes=${SIZE}-` })
   t.equal(bad.statusCode, 416)
   t.equal(bad.headers['content-range'], `bytes */${SIZE}`)
-  t.equal(a.registry.count('GET', 'blob'), 1)
+  // One whole-blob GET (the fill), plus the cold range forwarded at once (lazy pulling); warm ranges come from the cache.
+  t.equal(a.registry.count('GET', 'blob'), 2)
 })
 
 t.test('repository isolation: a blob cached for one repository is served to another only once upstream confirms it there', async (t) => {
@@ -155,7 +156,7 @@ t.test('odd upstream answers for a blob', async (t) => {
 // Found here: Blobs.startFill destroys the upstream body without an error listener when the
 // Content-Length is missing; undici then emits an AbortError nobody handles, which ends the
 // process. Not run until fixed, because it would take the test process down with it.
-t.test('a blob without Content-Length is refused with 502 and the process survives', { todo: 'startFill: body.destroy() without an error listener is an uncaught exception' }, async (t) => {
+t.test('a blob without Content-Length is refused with 502 and the process survives', async (t) => {
   const a = await buildTestApp(t)
   const b = a.registry.randomBlob('app', 1000)
   a.registry.fail({ kind: 'blob' }, { noContentLength: true })

@@ -27,8 +27,8 @@ export function countCalls<T extends object>(target: T, methods: readonly (keyof
 }
 
 /** The Metadata methods that write. */
-export const METADATA_WRITES = ['putContent', 'deleteContent', 'linkWithChildren', 'setTag', 'confirmTag', 'observeDigest', 'deleteTag', 'addEvent'] as const
+export const METADATA_WRITES = ['putContent', 'deleteContents', 'link', 'setTag', 'confirmTag', 'observeDigest', 'deleteTag', 'deleteTagEntry', 'addEvent'] as const
 /** The Metadata methods that read. */
-export const METADATA_READS = ['getContent', 'isLinked', 'getTag', 'tagEntries', 'tagHeld', 'totals', 'leastRecentlyUsed'] as const
+export const METADATA_READS = ['getContent', 'isLinked', 'getTag', 'tagEntries', 'digestStanding', 'totals', 'leastRecentlyUsed'] as const
 /** Every BlobStore method that touches files. */
 export const STORE_METHODS = ['size', 'read', 'createReadStream', 'remove', 'put', 'createWriter'] as const

@@ -46,7 +46,7 @@ t.test('built-in defaults when there is no file', async (t) => {
   t.equal(hub.onRollback, 'follow')
   t.strictSame(hub.down, { failures: 3, probeIntervalMs: 10 * SEC })
   t.strictSame(hub.timeouts, { connectMs: 5 * SEC, headersMs: 30 * SEC, bodyMs: 60 * SEC })
-  t.strictSame(cfg.cache, { maxSizeBytes: undefined, maxAgeMs: undefined })
+  t.strictSame(cfg.cache, { maxSizeBytes: undefined, maxAgeMs: undefined, scrubMs: 7 * DAY })
   t.equal(cfg.tls, undefined)
   t.equal(cfg.shutdownGraceMs, 30 * SEC)
 })
@@ -189,7 +189,7 @@ t.test('values from the file: durations, sizes, enums, passwordEnv', async (t) =
   t.equal(quay.url, 'http://quay.internal:8080/mirror')
   t.equal(quay.username, 'robot')
   t.equal(quay.password, 'hunter2', 'password from the env passed in')
-  t.strictSame(cfg.cache, { maxSizeBytes: 50 * 1024 ** 3, maxAgeMs: 30 * DAY })
+  t.strictSame(cfg.cache, { maxSizeBytes: 50 * 1024 ** 3, maxAgeMs: 30 * DAY, scrubMs: 7 * DAY })
   t.equal(cfg.shutdownGraceMs, 3_600_000)
 })
 
