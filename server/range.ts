@@ -21,7 +21,10 @@ export function parseRange(header: string | undefined, size: number): RangeResul
     return { kind: 'partial', start: Math.max(0, size - suffix), end: size - 1 }
   }
   const start = Number(r[1])
+  // A last position before the first makes the range invalid, and an invalid Range is ignored
+  // (RFC 9110 §14.1.1, §14.2): the whole body, not a 416.
+  if (r[2] !== '' && Number(r[2]) < start) return { kind: 'full' }
   const end = r[2] === '' ? size - 1 : Math.min(Number(r[2]), size - 1)
-  if (start >= size || (r[2] !== '' && Number(r[2]) < start)) return { kind: 'unsatisfiable' }
+  if (start >= size) return { kind: 'unsatisfiable' }
   return { kind: 'partial', start, end }
 }
