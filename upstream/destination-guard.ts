@@ -115,12 +115,14 @@ export class DestinationGuard {
   }
 
   /**
-   * Throws DestinationRefusedError unless a request may go to `url`: http(s) only (https only
-   * for an https upstream), and a host written as an address must be an allowed one. Names are
+   * Throws DestinationRefusedError unless a request may go to `url`: http(s) only (for a
+   * redirect, https only from an https upstream), and a host written as an address must be an allowed one. Names are
    * checked again when they are resolved (lookup below).
    */
   checkUrl(url: URL, purpose: 'redirect' | 'token realm'): void {
-    if (!schemeAllowed(url.protocol, this.upstreamUrl.protocol)) {
+    // A realm asked without credentials leaks nothing over http; credentialsFor decides those.
+    const schemeOk = purpose === 'token realm' ? url.protocol === 'https:' || url.protocol === 'http:' : schemeAllowed(url.protocol, this.upstreamUrl.protocol)
+    if (!schemeOk) {
       throw new DestinationRefusedError(this.config.name, purpose, url, `scheme ${url.protocol.replace(':', '')} not allowed for a ${this.upstreamUrl.protocol.replace(':', '')} upstream`)
     }
     if (this.configured.has(normaliseHost(url.hostname))) return
