@@ -34,6 +34,8 @@ export function sendError(e: RegistryError, req: FastifyRequest, reply: FastifyR
   for (const h of ['content-length', 'docker-content-digest', 'etag', 'content-range', 'accept-ranges']) reply.removeHeader(h)
   reply.code(e.status).headers(e.headers)
   reply.header('content-type', 'application/json')
+  // Also set here: errors fastify raises before the onRequest hooks (a URL that does not decode).
+  reply.header('x-content-type-options', 'nosniff')
   reply.send(req.method === 'HEAD' ? undefined : ociErrorBody(e))
 }
 
