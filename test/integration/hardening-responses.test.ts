@@ -3,7 +3,8 @@
 // `X-Content-Type-Options: nosniff`; manifests go out only as manifest types; tags/list and
 // referrers with their own types; every error, down to the HTTP parser's 431 and 400, as an OCI
 // error body. Spec conformance: a reference that is neither tag nor digest is 404
-// MANIFEST_UNKNOWN, a malformed digest 400 DIGEST_INVALID, an invalid Range ignored.
+// MANIFEST_UNKNOWN, a malformed digest 400 DIGEST_INVALID, an invalid Range ignored; and
+// /api/history refuses a repeated parameter.
 
 import { createHash } from 'node:crypto'
 import http from 'node:http'
@@ -119,6 +120,13 @@ t.test('responses and spec conformance', async (t) => {
     const broken = await rawRequest(port, 'THIS IS NOT HTTP\r\n\r\n')
     t.match(broken, /^HTTP\/1\.1 400 /, 'a broken request line: 400')
     t.strictSame((rawBody(broken) as { errors: { code: string }[] }).errors[0].code, 'REQUEST_INVALID')
+  })
+
+  t.test('item 9: /api/history with a repeated parameter is 400', async (t) => {
+    const once = await get('/api/history?image=registry.test/app/web:1')
+    t.equal(once.status, 200, 'once: answered')
+    ociError(await get('/api/history?image=registry.test/app/web:1&image=registry.test/app/web:2'), 400, 'NAME_INVALID', 'image given twice')
+    ociError(await get('/api/history'), 400, 'NAME_INVALID', 'image missing')
   })
 
   t.test('item 8: references, digests and ranges', async (t) => {

@@ -27,6 +27,7 @@ t.test('classifyAddress', async (t) => {
     ['100.64.0.1', 'private'],
     ['fd00::1', 'private'],
     ['::ffff:10.0.0.1', 'private'],
+    ['::ffff:7f00:1', 'loopback'],
     ['0.0.0.0', 'unspecified'],
     ['::', 'unspecified'],
     ['172.32.0.1', 'public'],
