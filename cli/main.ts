@@ -42,6 +42,13 @@ async function main(argv: string[]): Promise<number> {
   return command(rest)
 }
 
+// `regcache history ... | head`: a reader that stops early is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+  process.stderr.write(`regcache: cannot write to stdout: ${err.code ?? err.message}\n`)
+  process.exit(1)
+})
+
 main(process.argv.slice(2)).then(
   (code) => {
     if (code !== 0 || process.exitCode === undefined) process.exitCode = code

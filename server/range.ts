@@ -16,6 +16,9 @@ export function parseRangeSpec(header: string | undefined): RangeSpec | undefine
   const r = /^(\d*)\s*-\s*(\d*)$/.exec(spec)
   if (!r || (r[1] === '' && r[2] === '')) return undefined
   if (r[1] === '') return { kind: 'suffix', length: Number(r[2]) }
+  // A last position before the first makes the range invalid, and an invalid Range is ignored
+  // (RFC 9110 §14.1.1, §14.2): the whole body, not a 416.
+  if (r[2] !== '' && Number(r[2]) < Number(r[1])) return undefined
   return r[2] === '' ? { kind: 'from', start: Number(r[1]) } : { kind: 'from', start: Number(r[1]), end: Number(r[2]) }
 }
 

@@ -23,7 +23,8 @@ export class TokenCache {
 
   constructor(
     private readonly dispatcher: Dispatcher,
-    private readonly basic: string | undefined,
+    /** The Basic credentials that may go to a realm (undefined: ask anonymously); throws when the realm may not be asked. */
+    private readonly credentialsFor: (realm: URL) => string | undefined,
     private readonly timeoutMs: number,
     max = MAX_TOKENS,
   ) {
@@ -66,7 +67,8 @@ export class TokenCache {
     if (req.service) url.searchParams.set('service', req.service)
     if (req.scope) for (const s of req.scope.split(' ')) url.searchParams.append('scope', s)
     const headers: Record<string, string> = { accept: 'application/json' }
-    if (this.basic) headers.authorization = `Basic ${this.basic}`
+    const basic = this.credentialsFor(url)
+    if (basic !== undefined) headers.authorization = `Basic ${basic}`
     const res = await request(url, { method: 'GET', headers, dispatcher: this.dispatcher, signal: AbortSignal.timeout(this.timeoutMs) })
     if (res.statusCode !== 200) {
       await res.body.dump()
