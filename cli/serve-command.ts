@@ -4,6 +4,7 @@ import { mkdirSync } from 'node:fs'
 import { SERVE_USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { startServer } from '../server/serve.js'
+import { DataDirInUseError } from '../storage/data-lock.js'
 import { createLogger } from './logger.js'
 
 export async function serveCommand(argv: string[]): Promise<number> {
@@ -33,6 +34,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
   try {
     server = await startServer(config, log)
   } catch (err) {
+    if (err instanceof DataDirInUseError) {
+      process.stderr.write(`regcache: ${err.message}\n`)
+      return 1
+    }
     const e = err as NodeJS.ErrnoException
     if (e.syscall === 'listen' || e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL') {
       process.stderr.write(`regcache: cannot listen on ${config.listen.host}:${config.listen.port}: ${describeSystemError(err)}\n`)

@@ -49,7 +49,8 @@ t.test('requests refused before any upstream call', async (t) => {
     { method: 'DELETE', url: '/v2/app/manifests/1', status: 405, code: 'UNSUPPORTED' },
     { method: 'GET', url: '/v2/app/blobs/uploads/abc', status: 405, code: 'UNSUPPORTED' },
     { method: 'GET', url: '/v2/App/manifests/1', status: 400, code: 'NAME_INVALID' },
-    { method: 'GET', url: '/v2/app/manifests/-bad-', status: 400, code: 'TAG_INVALID' },
+    // Neither a valid tag nor a digest: unknown, as the distribution-spec conformance suite expects.
+    { method: 'GET', url: '/v2/app/manifests/-bad-', status: 404, code: 'MANIFEST_UNKNOWN' },
     { method: 'GET', url: '/v2/app/nothing/here', status: 404, code: 'NOT_FOUND' },
   ]
   for (const c of cases) {
