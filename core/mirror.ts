@@ -19,6 +19,7 @@ import { errorForUpstreamStatus } from './errors.js'
 import { readHistory, type History } from './history.js'
 import { Manifests, type ManifestResult } from './manifests.js'
 import { Metrics } from './metrics.js'
+import { Prefetcher } from './prefetch.js'
 import { selectUpstream, type Selection } from './select-upstream.js'
 import { statusOf, type Status } from './status.js'
 import type { Target } from './target.js'
@@ -47,6 +48,7 @@ export class Mirror {
   private readonly blobs: Blobs
   private readonly evictor: Evictor
   private readonly scrubber: Scrubber
+  private readonly prefetcher: Prefetcher
   private flushTimer?: NodeJS.Timeout
   private lock?: DataDirLock
   private flushing = false
@@ -60,7 +62,15 @@ export class Mirror {
     this.meta = new Metadata(dbPath(config.dataDir))
     this.upstreams = new Upstreams({ config, metrics: this.metrics, log, clientFactory })
     this.upstreamNames = new Set(this.upstreams.all().map((u) => u.name))
-    this.manifests = new Manifests({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log })
+    this.manifests = new Manifests({
+      upstreams: this.upstreams,
+      meta: this.meta,
+      store: this.store,
+      metrics: this.metrics,
+      log,
+      // prefetch with switch: when-cached may keep a moved tag on its previous digest for a while.
+      pendingSwitch: (key, previous, next, servable) => this.prefetcher.holdSwitch(key, previous, next, servable),
+    })
     // Evictor and Blobs need each other: eviction skips what blobs are busy with, and a finished
     // fill may push the cache over its limit.
     let blobs: Blobs | undefined
@@ -94,6 +104,15 @@ export class Mirror {
       busy: () => blobs.busy(),
       onDropped: (digest) => this.manifests.forget(digest),
     })
+    this.prefetcher = new Prefetcher({
+      entries: config.prefetch,
+      upstreams: this.upstreams,
+      manifests: this.manifests,
+      blobs,
+      meta: this.meta,
+      metrics: this.metrics,
+      log,
+    })
     this.metrics.cacheLimit.set(config.cache.maxSizeBytes ?? 0)
   }
 
@@ -115,6 +134,7 @@ export class Mirror {
     mirror.refreshCacheGauges()
     mirror.evictor.start()
     mirror.scrubber.start()
+    mirror.prefetcher.start()
     return mirror
   }
 
@@ -169,6 +189,7 @@ export class Mirror {
       metrics: this.metrics,
       fillsInFlight: this.blobs.fillCount,
       limitBytes: this.config.cache.maxSizeBytes,
+      prefetch: this.prefetcher.status(),
     })
   }
 
@@ -226,6 +247,7 @@ export class Mirror {
   /** Stops background work and closes the database; call after drain(). */
   async close(): Promise<void> {
     if (this.flushTimer) clearInterval(this.flushTimer)
+    this.prefetcher.stop()
     this.evictor.stop()
     this.scrubber.stop()
     await this.upstreams.close()

@@ -2,6 +2,7 @@
 
 import type { HistoryEvent, Metadata } from '../storage/metadata.js'
 import type { Metrics } from './metrics.js'
+import type { PrefetchEntryStatus } from './prefetch.js'
 import type { Upstream } from './upstreams.js'
 
 export interface Status {
@@ -18,9 +19,12 @@ export interface Status {
   requests: { total: number; fromCache: number; hitRatio: number | null; byOutcome: Record<string, number> }
   recentChanges: HistoryEvent[]
   recentProblems: HistoryEvent[]
+  prefetch: PrefetchEntryStatus[]
 }
 
 const FROM_CACHE = new Set(['hit', 'revalidated', 'coalesced', 'stale'])
+/** Events that are news about a tag, not problems. */
+const CHANGES: ReadonlySet<string> = new Set(['changed', 'first_seen', 'prefetched', 'switched'])
 
 export interface StatusSources {
   startedAt: number
@@ -29,6 +33,7 @@ export interface StatusSources {
   metrics: Metrics
   fillsInFlight: number
   limitBytes: number | undefined
+  prefetch: PrefetchEntryStatus[]
 }
 
 export async function statusOf(s: StatusSources): Promise<Status> {
@@ -54,7 +59,8 @@ export async function statusOf(s: StatusSources): Promise<Status> {
     })),
     cache: { bytes: totals.bytes, limitBytes: s.limitBytes ?? null, blobs: totals.count, fillsInFlight: s.fillsInFlight },
     requests: { total, fromCache, hitRatio: total > 0 ? fromCache / total : null, byOutcome },
-    recentChanges: recent.filter((e) => e.type === 'changed' || e.type === 'first_seen').slice(0, 25),
-    recentProblems: recent.filter((e) => e.type !== 'changed' && e.type !== 'first_seen').slice(0, 25),
+    recentChanges: recent.filter((e) => CHANGES.has(e.type)).slice(0, 25),
+    recentProblems: recent.filter((e) => !CHANGES.has(e.type)).slice(0, 25),
+    prefetch: s.prefetch,
   }
 }

@@ -30,7 +30,17 @@ export interface TagRef {
   tag: string
 }
 
-export type EventType = 'first_seen' | 'changed' | 'rollback' | 'rollback_refused' | 'stale_served' | 'upstream_not_found'
+export type EventType =
+  | 'first_seen'
+  | 'changed'
+  | 'rollback'
+  | 'rollback_refused'
+  | 'stale_served'
+  | 'upstream_not_found'
+  /** A listed tag's image was fetched before any client asked (prefetch). */
+  | 'prefetched'
+  /** switch: when-cached: clients moved to the new digest; `detail` says how long the previous one was still served. */
+  | 'switched'
 
 export interface HistoryEvent {
   id: number
