@@ -54,6 +54,8 @@ export interface Config {
   readonly upstreams: Readonly<Record<string, UpstreamConfig>>
   /** scrubMs: every stored byte is re-hashed once per this long (0: never). */
   readonly cache: { readonly maxSizeBytes?: number; readonly maxAgeMs?: number; readonly scrubMs: number }
+  /** Ranges of blobs not cached yet: `rangeOnMiss` forward them upstream (at most `rangeForwards` per blob at once) or wait for the fill. */
+  readonly blobs: { readonly rangeForwards: number; readonly rangeOnMiss: 'forward' | 'wait' }
   readonly tls?: { readonly certFile: string; readonly keyFile: string }
   readonly shutdownGraceMs: number
   readonly prefetch: readonly PrefetchConfig[]
@@ -204,6 +206,7 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
     defaultUpstream: doc.defaultUpstream,
     upstreams: Object.freeze(upstreams),
     cache: Object.freeze({ maxSizeBytes, maxAgeMs, scrubMs: ms('cache.scrub', doc.cache.scrub, false) }),
+    blobs: Object.freeze({ rangeForwards: doc.blobs.rangeForwards, rangeOnMiss: doc.blobs.rangeOnMiss }),
     tls: doc.tls ? Object.freeze({ certFile: path(doc.tls.certFile), keyFile: path(doc.tls.keyFile) }) : undefined,
     shutdownGraceMs: ms('shutdownGrace', doc.shutdownGrace),
     prefetch: Object.freeze(doc.prefetch.map((p, i) => resolvePrefetch(p, `prefetch[${i}]`, doc.defaultUpstream, upstreams, ms, problems))),

@@ -76,6 +76,10 @@ export const configSchema = Type.Object(
       maxAge: Type.Optional(Duration()),
       scrub: Duration({ default: '7d' }),
     }),
+    blobs: Section({
+      rangeForwards: Type.Integer({ minimum: 1, default: 8 }),
+      rangeOnMiss: Enum(['forward', 'wait'] as const, 'forward'),
+    }),
     tls: Type.Optional(Type.Object({ certFile: NonEmpty(), keyFile: NonEmpty() }, { additionalProperties: false })),
     shutdownGrace: Duration({ default: '30s' }),
     prefetch: Type.Array(prefetchSchema, { default: [] }),

@@ -14,6 +14,8 @@ import { headerValue } from '../upstream/headers.js'
 import { acceptHeader } from '../oci/media-types.js'
 import { Blobs, type BlobResult } from './blobs.js'
 import { Evictor } from './evictor.js'
+import type { RangeSpec } from './byte-range.js'
+import type { ForwardedRange } from './range-forward.js'
 import { Scrubber } from './scrub.js'
 import { errorForUpstreamStatus } from './errors.js'
 import { readHistory, type History } from './history.js'
@@ -93,6 +95,7 @@ export class Mirror {
       onFillEnded: () => this.evictor.trigger(),
       onDropped: (digest) => this.manifests.forget(digest),
       scrubMs: config.cache.scrubMs,
+      ranges: config.blobs,
     })
     this.blobs = blobs
     this.scrubber = new Scrubber({
@@ -157,8 +160,9 @@ export class Mirror {
     return this.manifests.byDigest(t, digest, accept)
   }
 
-  blob(t: Target, digest: string, method: 'GET' | 'HEAD'): Promise<BlobResult> {
-    return this.blobs.get(t, digest, method)
+  /** A blob, or for a GET with a single Range of a blob not cached yet, that range from upstream. */
+  blob(t: Target, digest: string, method: 'GET' | 'HEAD', range?: RangeSpec): Promise<BlobResult | ForwardedRange> {
+    return this.blobs.get(t, digest, method, range)
   }
 
   /** tags/list and referrers: not cached, passed through with the client's Accept. */
