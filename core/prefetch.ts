@@ -13,7 +13,6 @@
 
 import type { Logger } from 'pino'
 import type { PrefetchConfig } from '../config/config.js'
-import { formatDuration } from '../config/units.js'
 import { CONTAINERD_ACCEPT, acceptKey, isIndexType } from '../oci/media-types.js'
 import { isValidDigest, isValidTag } from '../oci/reference.js'
 import type { Metadata, TagKey, TagRef } from '../storage/metadata.js'
@@ -279,8 +278,9 @@ export class Prefetcher {
 
   /** One blob through Blobs.get; returns the bytes that came from upstream (0: it was stored). */
   private async fetchBlob(t: Target, d: Descriptor): Promise<number> {
+    // No range asked, so never a forwarded range: the whole blob, from the cache or its fill.
     const res = await this.blobs.get(t, d.digest, 'GET')
-    if (res.source === 'cache') return 0
+    if (res.kind !== 'blob' || res.source === 'cache') return 0
     if (res.size === 0) return 0
     this.ownFills++
     try {
@@ -363,6 +363,14 @@ export class Prefetcher {
 
 function refKey(r: TagRef): string {
   return `${r.upstream}\n${r.repository}\n${r.tag}`
+}
+
+/** "1h", "10m", "4s", "1500ms": a configured duration as it is usually written. */
+function formatDuration(ms: number): string {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms > 0 && ms % size === 0) return `${ms / size}${unit}`
+  }
+  return `${ms}ms`
 }
 
 function formatSeconds(ms: number): string {
