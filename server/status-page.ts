@@ -15,7 +15,7 @@ export const STATUS_PAGE = `<!doctype html>
   .up { color: #116329; font-weight: 600; } .down { color: #b42318; font-weight: 600; }
   .cards { display: flex; gap: 1rem; flex-wrap: wrap; } .card { border: 1px solid #e3e6ea; border-radius: 6px; padding: .75rem 1rem; min-width: 11rem; }
   .card b { display: block; font-size: 1.3rem; } .muted { color: #59636e; }
-  .rollback, .rollback_refused { color: #b42318; } .stale_served, .upstream_not_found { color: #9a6700; }
+  .rollback, .rollback_refused, .failed { color: #b42318; } .pending, .fetching { color: #9a6700; } .ready, .prefetched, .switched { color: #116329; } .stale_served, .upstream_not_found { color: #9a6700; }
   form { display: flex; gap: .5rem; } input[type=text] { flex: 1; padding: .35rem .5rem; font: inherit; }
 </style>
 </head>
@@ -29,6 +29,9 @@ export const STATUS_PAGE = `<!doctype html>
 
 <h2>Upstreams</h2>
 <table id="upstreams"><thead><tr><th>Registry</th><th>URL</th><th>State</th><th>Last failure</th><th>Rate limit</th></tr></thead><tbody></tbody></table>
+
+<h2>Prefetch</h2>
+<table id="prefetch"><thead><tr><th>Image</th><th>Tag</th><th>State</th><th>Upstream digest</th><th>Serving</th><th>Last check</th><th>Policy</th></tr></thead><tbody></tbody></table>
 
 <h2>Recent digest changes</h2>
 <table id="changes"><thead><tr><th>When</th><th>Image</th><th>Event</th><th>Digest</th><th>Was</th></tr></thead><tbody></tbody></table>
@@ -51,7 +54,7 @@ const bytes = (n) => { const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB']; let i = 0; w
 const rate = (r) => { const n = (v) => String(v ?? '').split(';')[0]; const w = /w=(\\d+)/.exec(String(r.limit ?? '')); return esc(n(r.remaining)) + ' / ' + esc(n(r.limit)) + (w ? ' per ' + Math.round(w[1] / 3600) + ' h' : '') }
 const image = (e) => esc(e.upstream + '/' + e.repository + ':' + e.tag)
 function rows(tbody, items, cells) {
-  tbody.innerHTML = items.length ? items.map((x) => '<tr>' + cells(x).map((c) => '<td>' + c + '</td>').join('') + '</tr>').join('') : '<tr><td colspan="6" class="muted">none</td></tr>'
+  tbody.innerHTML = items.length ? items.map((x) => '<tr>' + cells(x).map((c) => '<td>' + c + '</td>').join('') + '</tr>').join('') : '<tr><td colspan="7" class="muted">none</td></tr>'
 }
 async function refresh() {
   const s = await (await fetch('api/status')).json()
@@ -63,6 +66,11 @@ async function refresh() {
   $('fills').textContent = s.cache.fillsInFlight + ' downloads in progress'
   rows($('upstreams').tBodies[0], s.upstreams, (u) => [esc(u.name), '<code>' + esc(u.url) + '</code>', '<span class="' + u.state + '">' + u.state + '</span>',
     u.lastFailure ? esc(u.lastFailure.reason) + ' at ' + when(u.lastFailure.at) : '', u.rateLimit ? rate(u.rateLimit) : ''])
+  // One row per listed tag (an entry with a tags pattern has one per matching tag), or the entry itself before its first check.
+  const prefetch = (s.prefetch ?? []).flatMap((p) => (p.tags.length ? p.tags : [{ tag: '', state: 'waiting' }]).map((t) => ({ p, t })))
+  rows($('prefetch').tBodies[0], prefetch, ({ p, t }) => [esc(p.image), esc(t.tag), '<span class="' + esc(t.state) + '">' + esc(t.state) + '</span>' + (t.lastError ? ' <span class="muted">' + esc(t.lastError) + '</span>' : ''),
+    short(t.digest), t.serving ? short(t.serving) + ' <span class="muted">since ' + when(t.pendingSince) + '</span>' : '', t.lastCheckAt ? when(t.lastCheckAt) : '',
+    esc('every ' + p.every + ', ' + p.platforms.join(' ') + ', switch ' + p.switch + (p.switch === 'when-cached' ? ' (maxLag ' + p.maxLag + ')' : ''))])
   rows($('changes').tBodies[0], s.recentChanges, (e) => [when(e.at), image(e), '<span class="' + e.type + '">' + e.type + '</span>', short(e.digest), short(e.previousDigest)])
   rows($('problems').tBodies[0], s.recentProblems, (e) => [when(e.lastAt), image(e), '<span class="' + e.type + '">' + e.type + (e.count > 1 ? ' ×' + e.count : '') + '</span>', short(e.digest), esc(e.detail)])
 }
