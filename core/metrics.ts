@@ -127,6 +127,10 @@ export class Metrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'regcache_' })
+    // Known label values start at 0, so rates, dashboards and alerts have a series before the first event.
+    for (const result of ['fetched', 'cached', 'error']) this.prefetches.inc({ result }, 0)
+    for (const result of ['ok', 'corrupt']) this.scrubbed.inc({ result }, 0)
+    for (const result of ['forwarded', 'coalesced', 'waited', 'rejected', 'failed']) this.rangeForwards.inc({ result }, 0)
   }
 }
 
