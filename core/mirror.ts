@@ -22,6 +22,7 @@ import { readHistory, type History } from './history.js'
 import { Manifests, type ManifestResult } from './manifests.js'
 import { Metrics } from './metrics.js'
 import { Prefetcher } from './prefetch.js'
+import { SeriesSampler, type Series } from './series.js'
 import { selectUpstream, type Selection } from './select-upstream.js'
 import { statusOf, type Status } from './status.js'
 import type { Target } from './target.js'
@@ -51,6 +52,7 @@ export class Mirror {
   private readonly evictor: Evictor
   private readonly scrubber: Scrubber
   private readonly prefetcher: Prefetcher
+  private readonly sampler: SeriesSampler
   private flushTimer?: NodeJS.Timeout
   private lock?: DataDirLock
   private flushing = false
@@ -116,6 +118,7 @@ export class Mirror {
       metrics: this.metrics,
       log,
     })
+    this.sampler = new SeriesSampler({ meta: this.meta, metrics: this.metrics, upstreams: () => this.upstreams.all(), log })
     this.metrics.cacheLimit.set(config.cache.maxSizeBytes ?? 0)
   }
 
@@ -138,6 +141,7 @@ export class Mirror {
     mirror.evictor.start()
     mirror.scrubber.start()
     mirror.prefetcher.start()
+    mirror.sampler.start()
     return mirror
   }
 
@@ -197,6 +201,11 @@ export class Mirror {
     })
   }
 
+  /** The status page's charts: the last hour and the last day. */
+  series(): Series {
+    return this.sampler.read()
+  }
+
   /** Prometheus exposition text, with the cache gauges brought up to date. */
   async metricsText(): Promise<{ contentType: string; text: string }> {
     this.refreshCacheGauges()
@@ -252,6 +261,7 @@ export class Mirror {
   async close(): Promise<void> {
     if (this.flushTimer) clearInterval(this.flushTimer)
     this.prefetcher.stop()
+    this.sampler.stop()
     this.evictor.stop()
     this.scrubber.stop()
     await this.upstreams.close()
