@@ -58,6 +58,17 @@ const COVERED = [
   ...PART_METRICS.keys(),
 ]
 
+/** As the status page writes sizes. */
+function humanBytes(n: number): string {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let i = 0
+  while (n >= 1024 && i < u.length - 1) {
+    n /= 1024
+    i++
+  }
+  return n.toFixed(i ? 1 : 0) + ' ' + u[i]
+}
+
 async function scrape(url: string): Promise<Exposition> {
   const res = await fetch(`${url}/metrics`)
   if (res.status !== 200) throw new Error(`GET /metrics -> ${res.status}`)
@@ -421,6 +432,30 @@ t.test('observability: metrics, Prometheus, status page, logs', async (t) => {
     t.equal(await page.title(), 'regcache')
     // Filled by the first refresh().
     await page.waitForFunction(() => document.getElementById('cache-used')?.textContent !== '…', null, { timeout: 10_000 })
+
+    // The charts: drawn by uPlot (served by regcache itself) from the sampled series, which by now
+    // hold the pulls and the outage (a sample is taken every 10 s).
+    await page.waitForFunction(() => Number(document.body.dataset.chartPoints ?? 0) > 0, null, { timeout: 40_000 })
+    for (const id of ['chart-requests', 'chart-bytes', 'chart-health', 'chart-disk']) {
+      t.equal(await page.locator(`#${id} .uplot canvas`).count(), 1, `${id} drawn`)
+    }
+    const series = (await (await fetch(`${rc.url}/api/series`)).json()) as { hour: { fromCache: number; bytesCache: number; upstreamsDown: number; cacheBytes: number }[]; day: unknown[] }
+    t.ok(series.hour.some((r) => r.fromCache > 0 && r.bytesCache > 0), 'the hour series holds requests and bytes from the cache')
+    t.ok(series.hour.some((r) => r.upstreamsDown > 0), 'and the outage')
+    t.ok(series.hour.some((r) => r.cacheBytes > 0), 'and the disk used')
+    t.ok(series.day.length > 0, 'the day series too')
+    // The headline figures are the counters /metrics shows.
+    await page.reload({ waitUntil: 'load' })
+    await page.waitForFunction(() => document.getElementById('saved-bytes')?.textContent !== '…', null, { timeout: 10_000 })
+    const m = await scrape(rc.url)
+    const savedBytes = m.series.filter((x) => x.name === 'regcache_served_bytes_total' && x.labels.source === 'cache').reduce((a, x) => a + x.value, 0)
+    const savedRequests = m.series
+      .filter((x) => x.name === 'regcache_requests_total' && /^(manifest|blob)$/.test(x.labels.kind ?? '') && /^(hit|revalidated|coalesced|stale)$/.test(x.labels.outcome ?? ''))
+      .reduce((a, x) => a + x.value, 0)
+    t.ok(savedBytes > 0 && savedRequests > 0, 'the scenario was served from the cache')
+    t.equal((await page.locator('#saved-requests').innerText()).trim(), String(savedRequests), 'pulls avoided match /metrics')
+    t.equal((await page.locator('#saved-bytes').innerText()).trim(), humanBytes(savedBytes), 'bytes saved match /metrics')
+    t.match(await page.locator('#hub-headroom').innerText(), /^5 pulls$/, 'Docker Hub headroom from its rate-limit headers')
 
     const upstreams = await page.locator('#upstreams tbody tr').allInnerTexts()
     const docker = upstreams.find((r) => r.includes('docker.io'))
