@@ -157,6 +157,7 @@ export class Mirror {
   }
 
   manifestByTag(t: Target, tag: string, accept: string | string[] | undefined): Promise<ManifestResult> {
+    this.sampler.countPull(t.upstream.name, t.repository, tag)
     return this.manifests.byTag(t, tag, accept)
   }
 
@@ -198,6 +199,7 @@ export class Mirror {
       fillsInFlight: this.blobs.fillCount,
       limitBytes: this.config.cache.maxSizeBytes,
       prefetch: this.prefetcher.status(),
+      topPulls: this.sampler.topPulls(),
     })
   }
 

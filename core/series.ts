@@ -9,6 +9,11 @@ import type { Upstream } from './upstreams.js'
 export const SAMPLE_MS = 10_000
 const HOUR_MS = 3_600_000
 const DAY_MS = 86_400_000
+/** Pull counts are kept per day for this long; "most pulled" covers the last 7 days. */
+const PULLS_KEPT_MS = 30 * DAY_MS
+export const TOP_PULLS_MS = 7 * DAY_MS
+/** Distinct images counted between two samples; beyond it further new ones wait for the next. */
+const MAX_PENDING_IMAGES = 10_000
 
 /** Outcomes answered without downloading the content from upstream. */
 export const FROM_CACHE: ReadonlySet<string> = new Set(['hit', 'revalidated', 'coalesced', 'stale'])
@@ -38,6 +43,8 @@ export class SeriesSampler {
   private timer?: NodeJS.Timeout
   /** The counters at the last sample: rows hold what happened between two samples. */
   private last: Counts = { fromCache: 0, fromUpstream: 0, bytesCache: 0, bytesUpstream: 0 }
+  /** Tag resolutions since the last sample, by image; written with the sample. */
+  private pulls = new Map<string, number>()
 
   constructor(private readonly o: SeriesSamplerOptions) {}
 
@@ -48,6 +55,19 @@ export class SeriesSampler {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer)
+  }
+
+  /** A client resolved a tag (a pull starts with that): counted in memory, written with the next sample. */
+  countPull(upstream: string, repository: string, tag: string): void {
+    const k = `${upstream}\n${repository}\n${tag}`
+    const n = this.pulls.get(k)
+    if (n !== undefined) this.pulls.set(k, n + 1)
+    else if (this.pulls.size < MAX_PENDING_IMAGES) this.pulls.set(k, 1)
+  }
+
+  /** The most pulled images over the last 7 days. */
+  topPulls(now = Date.now()): { image: string; pulls: number }[] {
+    return this.o.meta.topPulls(now - TOP_PULLS_MS).map((r) => ({ image: `${r.upstream}/${r.repository}:${r.tag}`, pulls: r.pulls }))
   }
 
   /** Takes one sample now (the timer does this every 10 s). */
@@ -65,6 +85,9 @@ export class SeriesSampler {
     this.last = counts
     this.o.meta.addSample(SAMPLE_MS / 1000, HOUR_MS, row)
     this.o.meta.addSample(60, DAY_MS, row)
+    const pulls = this.pulls
+    this.pulls = new Map()
+    this.o.meta.addPulls(Math.floor(now / DAY_MS) * DAY_MS, pulls, now - PULLS_KEPT_MS)
   }
 
   read(now = Date.now()): Series {

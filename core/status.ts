@@ -23,6 +23,8 @@ export interface Status {
   recentChanges: HistoryEvent[]
   recentProblems: HistoryEvent[]
   prefetch: PrefetchEntryStatus[]
+  /** The most pulled images over the last 7 days (tag resolutions). */
+  topPulls: { image: string; pulls: number }[]
 }
 
 /** Events that are news about a tag, not problems. */
@@ -36,6 +38,7 @@ export interface StatusSources {
   fillsInFlight: number
   limitBytes: number | undefined
   prefetch: PrefetchEntryStatus[]
+  topPulls: { image: string; pulls: number }[]
 }
 
 export async function statusOf(s: StatusSources): Promise<Status> {
@@ -71,5 +74,6 @@ export async function statusOf(s: StatusSources): Promise<Status> {
     recentChanges: recent.filter((e) => CHANGES.has(e.type)).slice(0, 25),
     recentProblems: recent.filter((e) => !CHANGES.has(e.type)).slice(0, 25),
     prefetch: s.prefetch,
+    topPulls: s.topPulls,
   }
 }

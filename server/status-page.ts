@@ -13,6 +13,8 @@ export const STATUS_PAGE = `<!doctype html>
 <style>
   .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(34rem, 1fr)); gap: 1rem; }
   .chart h3 { font-size: .95rem; margin: .5rem 0; } .range button.on { font-weight: 700; }
+  .bar { background: #0969da; height: .7rem; border-radius: 2px; min-width: 2px; } .bar.current { background: #116329; }
+  .timeline td:last-child { width: 55%; } .track { position: relative; height: .7rem; background: #f6f8fa; } .track .bar { position: absolute; top: 0; }
   .headline { font-size: 1.1rem; margin: .5rem 0 1rem; } .headline b { font-size: 1.5rem; }
   body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1b1f24; max-width: 72rem; }
   h1 { font-size: 1.4rem; margin: 0 0 1rem; } h2 { font-size: 1.05rem; margin: 1.5rem 0 .5rem; }
@@ -48,6 +50,9 @@ export const STATUS_PAGE = `<!doctype html>
 <h2>Upstreams</h2>
 <table id="upstreams"><thead><tr><th>Registry</th><th>URL</th><th>State</th><th>Last failure</th><th>Rate limit</th></tr></thead><tbody></tbody></table>
 
+<h2>Most pulled images (7 days)</h2>
+<table id="top-pulls"><thead><tr><th>Image</th><th>Pulls</th><th></th></tr></thead><tbody></tbody></table>
+
 <h2>Prefetch</h2>
 <table id="prefetch"><thead><tr><th>Image</th><th>Tag</th><th>State</th><th>Upstream digest</th><th>Serving</th><th>Last check</th><th>Policy</th></tr></thead><tbody></tbody></table>
 
@@ -60,6 +65,7 @@ export const STATUS_PAGE = `<!doctype html>
 <h2>Digest history of an image</h2>
 <form id="history-form"><input type="text" id="history-image" placeholder="docker.io/library/alpine:latest" aria-label="image reference"><button type="submit">Show history</button></form>
 <p id="history-error" class="down"></p>
+<table id="timeline" class="timeline"><thead><tr><th>Digest</th><th>Tag</th><th>From</th><th>Until</th><th>Timeline</th></tr></thead><tbody></tbody></table>
 <table id="history"><thead><tr><th>When</th><th>Event</th><th>Digest</th><th>Was</th><th>Count</th><th>Detail</th></tr></thead><tbody></tbody></table>
 
 <script>
@@ -93,6 +99,8 @@ async function refresh() {
   $('fills').textContent = s.cache.fillsInFlight + ' downloads in progress'
   rows($('upstreams').tBodies[0], s.upstreams, (u) => [esc(u.name), '<code>' + esc(u.url) + '</code>', '<span class="' + u.state + '">' + u.state + '</span>',
     u.lastFailure ? esc(u.lastFailure.reason) + ' at ' + when(u.lastFailure.at) : '', u.rateLimit ? rate(u.rateLimit) : ''])
+  const most = (s.topPulls ?? [])[0]?.pulls ?? 1
+  rows($('top-pulls').tBodies[0], s.topPulls ?? [], (p) => [esc(p.image), String(p.pulls), '<div class="bar" style="width:' + Math.round(100 * p.pulls / most) + '%"></div>'])
   // One row per listed tag (an entry with a tags pattern has one per matching tag), or the entry itself before its first check.
   const prefetch = (s.prefetch ?? []).flatMap((p) => (p.tags.length ? p.tags : [{ tag: '', state: 'waiting' }]).map((t) => ({ p, t })))
   rows($('prefetch').tBodies[0], prefetch, ({ p, t }) => [esc(p.image), esc(t.tag), '<span class="' + esc(t.state) + '">' + esc(t.state) + '</span>' + (t.lastError ? ' <span class="muted">' + esc(t.lastError) + '</span>' : ''),
@@ -157,7 +165,13 @@ $('history-form').addEventListener('submit', async (ev) => {
   $('history-error').textContent = ''
   const res = await fetch('api/history?image=' + encodeURIComponent($('history-image').value.trim()))
   const body = await res.json()
-  if (!res.ok) { $('history-error').textContent = body.errors?.[0]?.message ?? res.statusText; rows($('history').tBodies[0], [], () => []); return }
+  if (!res.ok) { $('history-error').textContent = body.errors?.[0]?.message ?? res.statusText; rows($('history').tBodies[0], [], () => []); rows($('timeline').tBodies[0], [], () => []); return }
+  // Each digest the tag pointed at, as a bar from when it was first seen to when it was last served (now, if it still is).
+  const now = Date.now()
+  const start = Math.min(now - 60000, ...body.digests.map((d) => d.firstSeen))
+  const pos = (ms) => (100 * (ms - start) / (now - start)).toFixed(2) + '%'
+  rows($('timeline').tBodies[0], body.digests, (d) => { const end = d.current ? now : d.lastSeen; return [short(d.digest), esc(d.tag), when(d.firstSeen), d.current ? '<b>now</b>' : when(d.lastSeen),
+    '<div class="track"><div class="bar' + (d.current ? ' current' : '') + '" style="left:' + pos(d.firstSeen) + ';width:calc(' + pos(end) + ' - ' + pos(d.firstSeen) + ')"></div></div>'] })
   rows($('history').tBodies[0], body.events, (e) => [when(e.at), '<span class="' + e.type + '">' + e.type + '</span>', short(e.digest), short(e.previousDigest), e.count, esc(e.detail)])
 })
 refresh().then(refreshCharts).catch((e) => console.error(e))

@@ -3,7 +3,7 @@
 //
 // Version 3 (this one): `series` keeps the status page's charts (requests and bytes from cache and
 // upstream, upstream outages, disk used), one row per 10 s for the last hour and per minute for the
-// last day, so a restart does not blank them.
+// last day, so a restart does not blank them; `image_pulls` counts pulls per image and day.
 //
 // Version 2: tag state no longer depends on who asked. tag_digests holds each digest
 // a tag pointed at once (not per Accept set), with its media type; tags are keyed by the
@@ -27,6 +27,16 @@ CREATE TABLE IF NOT EXISTS series (
   upstreams_down INTEGER NOT NULL,  -- upstreams marked down at the latest sample
   cache_bytes    INTEGER NOT NULL,  -- content stored at the latest sample
   PRIMARY KEY (step, at)
+) WITHOUT ROWID;
+
+-- Tag resolutions (a client's pull starts with one) per image and day, for "most pulled images".
+CREATE TABLE IF NOT EXISTS image_pulls (
+  day        INTEGER NOT NULL,  -- start of the UTC day (ms)
+  upstream   TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  tag        TEXT NOT NULL,
+  pulls      INTEGER NOT NULL,
+  PRIMARY KEY (day, upstream, repository, tag)
 ) WITHOUT ROWID;
 `
 
@@ -104,7 +114,7 @@ export function migrate(db: Database.Database, version: number): void {
   })()
 }
 
-/** Version 3 adds the status page's series; nothing else changes. */
+/** Version 3 adds the status page's series and pull counts; nothing else changes. */
 function from2(db: Database.Database): void {
   db.exec(SERIES)
 }

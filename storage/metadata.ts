@@ -218,6 +218,15 @@ export class Metadata {
            upstreams_down = MAX(upstreams_down, excluded.upstreams_down), cache_bytes = excluded.cache_bytes`,
       ),
       pruneSeries: db.prepare('DELETE FROM series WHERE step = ? AND at < ?'),
+      addPulls: db.prepare(
+        `INSERT INTO image_pulls (day, upstream, repository, tag, pulls) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(day, upstream, repository, tag) DO UPDATE SET pulls = pulls + excluded.pulls`,
+      ),
+      prunePulls: db.prepare('DELETE FROM image_pulls WHERE day < ?'),
+      topPulls: db.prepare<[number, number], { upstream: string; repository: string; tag: string; pulls: number }>(
+        `SELECT upstream, repository, tag, SUM(pulls) AS pulls FROM image_pulls WHERE day >= ?
+         GROUP BY upstream, repository, tag ORDER BY pulls DESC, upstream, repository, tag LIMIT ?`,
+      ),
       series: db.prepare<[number, number], SeriesRow>(
         `SELECT at, from_cache AS fromCache, from_upstream AS fromUpstream, bytes_cache AS bytesCache, bytes_upstream AS bytesUpstream,
            upstreams_down AS upstreamsDown, cache_bytes AS cacheBytes FROM series WHERE step = ? AND at >= ? ORDER BY at`,
@@ -431,6 +440,22 @@ export class Metadata {
     const stepMs = stepSeconds * 1000
     this.s.addSample.run({ step: stepSeconds, ...sample, at: Math.floor(sample.at / stepMs) * stepMs })
     this.s.pruneSeries.run(stepSeconds, sample.at - keepMs)
+  }
+
+  /** Adds pull counts (image key "upstream\nrepository\ntag" → pulls) to `day`'s, and drops days before `keepSince`. */
+  addPulls(day: number, counts: ReadonlyMap<string, number>, keepSince: number): void {
+    this.db.transaction(() => {
+      for (const [k, n] of counts) {
+        const [upstream, repository, tag] = k.split('\n')
+        this.s.addPulls.run(day, upstream, repository, tag, n)
+      }
+      this.s.prunePulls.run(keepSince)
+    })()
+  }
+
+  /** The most pulled images since `since`. */
+  topPulls(since: number, limit = 10): { upstream: string; repository: string; tag: string; pulls: number }[] {
+    return this.s.topPulls.all(since, limit)
   }
 
   /** The rows of one resolution since `since`, oldest first. */

@@ -457,6 +457,9 @@ t.test('observability: metrics, Prometheus, status page, logs', async (t) => {
     t.equal((await page.locator('#saved-bytes').innerText()).trim(), humanBytes(savedBytes), 'bytes saved match /metrics')
     t.match(await page.locator('#hub-headroom').innerText(), /^5 pulls$/, 'Docker Hub headroom from its rate-limit headers')
 
+    const top = await page.locator('#top-pulls tbody tr').allInnerTexts()
+    t.match(top[0] ?? '', /^docker\.io\/library\/web:v1\s+[1-9]\d*/, `the most pulled image is web:v1 (${JSON.stringify(top)})`)
+
     const upstreams = await page.locator('#upstreams tbody tr').allInnerTexts()
     const docker = upstreams.find((r) => r.includes('docker.io'))
     t.ok(docker, `upstream row for docker.io (${JSON.stringify(upstreams)})`)
@@ -492,6 +495,9 @@ t.test('observability: metrics, Prometheus, status page, logs', async (t) => {
       t.ok(history.some((r) => new RegExp(`\\b${type}\\b`).test(r)), `history lists ${type} (${JSON.stringify(history)})`)
     }
     t.equal((await page.locator('#history-error').innerText()).trim(), '', 'no history error')
+    // The digest timeline: one bar per digest the tag pointed at, the current one marked.
+    t.ok((await page.locator('#timeline tbody tr .track .bar').count()) >= 2, 'a bar per digest in the timeline')
+    t.equal(await page.locator(`#timeline tbody tr:has(code[title="${v2Digest}"]) .bar.current`).count(), 1, 'v2 is the current digest')
     // The digest column carries the full digest in its title.
     t.equal(await page.locator(`#history tbody code[title="${v2Digest}"]`).count() > 0, true, 'v2 digest in the history table')
 
