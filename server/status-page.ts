@@ -144,7 +144,7 @@ async function refreshCharts() {
   draw('chart-bytes', [
     { label: 'from cache (saved)', stroke: '#116329', fill: 'rgba(17, 99, 41, 0.15)', value: (u, v) => v == null ? '' : bytes(v) },
     { label: 'from upstream', stroke: '#0969da', value: (u, v) => v == null ? '' : bytes(v) },
-  ], [x, rows.map((r) => r.bytesCache), rows.map((r) => r.bytesUpstream)], [{ values: axisBytes, size: 70 }])
+  ], [x, rows.map((r) => r.bytesCache), rows.map((r) => r.bytesUpstream)], [{ values: axisBytes, size: 90 }])
   draw('chart-health', [
     { label: 'upstreams down', stroke: '#b42318', fill: 'rgba(180, 35, 24, 0.3)', paths: uPlot.paths.stepped({ align: 1 }) },
   ], [x, rows.map((r) => r.upstreamsDown)], [{ values: (u, vals) => vals.map((v) => Number.isInteger(v) ? v : '') }])
@@ -152,7 +152,7 @@ async function refreshCharts() {
   draw('chart-disk', [
     { label: 'disk used', stroke: '#8250df', fill: 'rgba(130, 80, 223, 0.15)', value: (u, v) => v == null ? '' : bytes(v) },
     { label: 'cache.maxSize', stroke: '#59636e', dash: [6, 4], value: (u, v) => v == null ? '' : bytes(v) },
-  ], [x, rows.map((r) => r.cacheBytes), rows.map(() => limit || null)], [{ values: axisBytes, size: 70 }])
+  ], [x, rows.map((r) => r.cacheBytes), rows.map(() => limit || null)], [{ values: axisBytes, size: 90 }])
   document.body.dataset.chartPoints = String(x.length)
 }
 for (const r of ['hour', 'day']) $('range-' + r).addEventListener('click', () => {
