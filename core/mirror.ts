@@ -264,6 +264,8 @@ export class Mirror {
     if (this.flushTimer) clearInterval(this.flushTimer)
     this.prefetcher.stop()
     this.sampler.stop()
+    // What happened since the last sample is kept too (it would be lost with the process).
+    await this.sampler.sample().catch((err) => this.log.warn({ err }, 'sampling the status page series at shutdown failed'))
     this.evictor.stop()
     this.scrubber.stop()
     await this.upstreams.close()
