@@ -166,3 +166,23 @@ t.test('switch: when-cached switches after maxLag even while the new image is st
   const servedS = Number(/served (\d+\.\d)s/.exec(switched?.detail ?? '')?.[1])
   t.ok(servedS >= 4, `the previous digest was served for maxLag, not less (${servedS}s)`)
 })
+
+t.test('a repository with a tags pattern: every matching tag is prefetched, the others are not', async (t) => {
+  const reg = await startRegistry()
+  t.teardown(reg.stop)
+  const [a, b, other] = await Promise.all([1, 2, 3].map(() => buildImage({ layers: 1, layerSize: 16 * 1024 })))
+  for (const x of [a, b, other]) t.teardown(x.remove)
+  await pushImage(a, reg.host, 'library/many:v1.0')
+  await pushImage(b, reg.host, 'library/many:v2.0')
+  await pushImage(other, reg.host, 'library/many:latest')
+
+  const rc = await startRegcache({
+    upstreams: { 'docker.io': { url: reg.url } },
+    extra: { prefetch: [{ image: 'docker.io/library/many', tags: '^v[0-9]+\\.', every: '2s' }] },
+  })
+  t.teardown(rc.stop)
+  await waitUntil('the matching tags are prefetched', () => stored(rc, [...a.layerDigests, ...b.layerDigests]), { timeoutMs: 60_000 })
+  t.equal(await rc.storage.store.size(other.layerDigests[0]), undefined, 'a tag the pattern does not match is left alone')
+  const status = (await (await fetch(`${rc.url}/api/status`)).json()) as { prefetch: { tags: { tag: string; digest?: string }[] }[] }
+  t.same(status.prefetch[0].tags.map((x) => x.tag).sort(), ['v1.0', 'v2.0'], 'the status page lists the matching tags')
+})
