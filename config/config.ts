@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs'
 import { isAbsolute, resolve, dirname } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { parse as parseYaml } from 'yaml'
-import { configSchema, type ConfigFile, type UpstreamFile } from './schema.js'
+import { configSchema, type ConfigFile, type PrefetchFile, type UpstreamFile } from './schema.js'
+import { isValidName, isValidTag, parseImageRef, repositoryFor } from '../oci/reference.js'
 import { parseDuration, parseSize } from './units.js'
 
 export type OnNotFound = 'passthrough' | 'serve'
@@ -31,6 +32,24 @@ export interface UpstreamConfig {
   readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyMs: number }
 }
 
+export type SwitchPolicy = 'immediate' | 'when-cached'
+
+/** One `prefetch` entry, resolved: which upstream and repository, and which of its tags. */
+export interface PrefetchConfig {
+  /** The entry as written (logs, the status page). */
+  readonly image: string
+  readonly upstream: string
+  /** Repository as upstream names it (`library/` added for Docker Hub). */
+  readonly repository: string
+  /** One tag, or a pattern over the repository's tags/list. */
+  readonly tag?: string
+  readonly tags?: RegExp
+  readonly platforms: readonly string[]
+  readonly everyMs: number
+  readonly switch: SwitchPolicy
+  readonly maxLagMs: number
+}
+
 export interface Config {
   readonly listen: { readonly host: string; readonly port: number }
   readonly dataDir: string
@@ -43,6 +62,7 @@ export interface Config {
   readonly blobs: { readonly rangeForwards: number; readonly rangeOnMiss: 'forward' | 'wait' }
   readonly tls?: { readonly certFile: string; readonly keyFile: string }
   readonly shutdownGraceMs: number
+  readonly prefetch: readonly PrefetchConfig[]
 }
 
 export class ConfigError extends Error {
@@ -198,9 +218,55 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
     blobs: Object.freeze({ rangeForwards: doc.blobs.rangeForwards, rangeOnMiss: doc.blobs.rangeOnMiss }),
     tls: doc.tls ? Object.freeze({ certFile: path(doc.tls.certFile), keyFile: path(doc.tls.keyFile) }) : undefined,
     shutdownGraceMs: ms('shutdownGrace', doc.shutdownGrace),
+    prefetch: Object.freeze(doc.prefetch.map((p, i) => resolvePrefetch(p, `prefetch[${i}]`, doc.defaultUpstream, upstreams, ms, problems))),
   }
   if (problems.length > 0) throw new ConfigError(source, problems)
   return Object.freeze(config)
+}
+
+function resolvePrefetch(
+  p: PrefetchFile,
+  key: string,
+  defaultUpstream: string,
+  upstreams: Record<string, UpstreamConfig>,
+  ms: (key: string, value: string | number | undefined) => number,
+  problems: string[],
+): PrefetchConfig {
+  const ref = parseImageRef(p.image, defaultUpstream)
+  // parseImageRef reads a missing tag as "latest"; here a missing tag means "see `tags`".
+  const lastSlash = p.image.lastIndexOf('/')
+  const explicitTag = !p.image.includes('@') && p.image.lastIndexOf(':') > lastSlash
+  let tags: RegExp | undefined
+  if (ref.digest !== undefined) problems.push(`${key}.image: a digest never moves, so there is nothing to prefetch; name a tag (got ${JSON.stringify(p.image)})`)
+  if (p.tags !== undefined) {
+    if (explicitTag) problems.push(`${key}: give either a tag in image or a tags pattern, not both (got ${JSON.stringify(p.image)} and ${JSON.stringify(p.tags)})`)
+    try {
+      tags = new RegExp(p.tags)
+    } catch (err) {
+      problems.push(`${key}.tags: not a valid regular expression: ${(err as Error).message}`)
+    }
+  } else if (!explicitTag && ref.digest === undefined) {
+    problems.push(`${key}.image: expected a tag (e.g. "docker.io/library/nginx:1.27") or a tags pattern beside the repository (got ${JSON.stringify(p.image)})`)
+  }
+  if (!(ref.registry in upstreams)) {
+    problems.push(`${key}.image: registry ${ref.registry} is not a configured upstream (${Object.keys(upstreams).join(', ')})`)
+  }
+  if (!isValidName(ref.repository)) problems.push(`${key}.image: invalid repository name ${JSON.stringify(ref.repository)}`)
+  if (explicitTag && ref.tag !== undefined && !isValidTag(ref.tag)) problems.push(`${key}.image: invalid tag ${JSON.stringify(ref.tag)}`)
+  const everyMs = ms(`${key}.every`, p.every)
+  if (everyMs < 1000) problems.push(`${key}.every: expected at least 1s (got ${JSON.stringify(p.every)})`)
+  const maxLagMs = ms(`${key}.maxLag`, p.maxLag)
+  return Object.freeze({
+    image: p.image,
+    upstream: ref.registry,
+    repository: repositoryFor(ref.registry, ref.repository),
+    tag: explicitTag ? ref.tag : undefined,
+    tags,
+    platforms: Object.freeze([...new Set(p.platforms)]),
+    everyMs,
+    switch: p.switch,
+    maxLagMs,
+  })
 }
 
 function dropNulls(value: unknown): unknown {
@@ -219,7 +285,12 @@ export function parseListen(value: string): { host: string; port: number } {
 }
 
 function describeError(e: ErrorObject): string {
-  const key = e.instancePath.split('/').slice(1).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~')).join('.')
+  // Array positions read as in the YAML's reader's mind: prefetch[0].every.
+  const key = e.instancePath
+    .split('/')
+    .slice(1)
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .reduce((k, s) => (/^\d+$/.test(s) ? `${k}[${s}]` : k === '' ? s : `${k}.${s}`), '')
   const where = key === '' ? '(top level)' : key
   const params = e.params as Record<string, unknown>
   if (e.keyword === 'additionalProperties') {
@@ -230,7 +301,8 @@ function describeError(e: ErrorObject): string {
     if (key.endsWith('url')) return `${where}: expected an http:// or https:// URL (got ${JSON.stringify(e.data)})`
     if (key === 'listen') return `${where}: expected "host:port", e.g. "0.0.0.0:5000" (got ${JSON.stringify(e.data)})`
     if (key.endsWith('maxSize')) return `${where}: expected a size like "50GiB" or "500MB" (got ${JSON.stringify(e.data)})`
-    if (/tokenRealms\.\d+$/.test(key)) return `${where}: expected a host name like "auth.docker.io" (got ${JSON.stringify(e.data)})`
+    if (/tokenRealms\[\d+\]$/.test(key)) return `${where}: expected a host name like "auth.docker.io" (got ${JSON.stringify(e.data)})`
+    if (/\.platforms\[\d+\]$/.test(key)) return `${where}: expected a platform like "linux/amd64" or "linux/arm64/v8" (got ${JSON.stringify(e.data)})`
     if (key.endsWith('passwordEnv')) return `${where}: expected an environment variable name (got ${JSON.stringify(e.data)})`
     return `${where}: expected a duration like "2s", "5m" or "7d" (got ${JSON.stringify(e.data)})`
   }

@@ -50,6 +50,19 @@ export const upstreamSchema = Type.Object(
   { additionalProperties: false },
 )
 
+/** One `prefetch` entry: a tag (`image` with a tag) or a repository and a regex over its tags. */
+export const prefetchSchema = Type.Object(
+  {
+    image: NonEmpty(),
+    tags: Type.Optional(NonEmpty()),
+    platforms: Type.Array(Type.String({ pattern: '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9.]+)?$' }), { minItems: 1, default: ['linux/amd64'] }),
+    every: Duration({ default: '10m' }),
+    switch: Enum(['immediate', 'when-cached'] as const, 'immediate'),
+    maxLag: Duration({ default: '1h' }),
+  },
+  { additionalProperties: false },
+)
+
 export const configSchema = Type.Object(
   {
     listen: Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s\\[\\]]*):\\d{1,5}$', default: '0.0.0.0:5000' }),
@@ -75,6 +88,7 @@ export const configSchema = Type.Object(
     }),
     tls: Type.Optional(Type.Object({ certFile: NonEmpty(), keyFile: NonEmpty() }, { additionalProperties: false })),
     shutdownGrace: Duration({ default: '30s' }),
+    prefetch: Type.Array(prefetchSchema, { default: [] }),
   },
   { additionalProperties: false },
 )
@@ -82,3 +96,4 @@ export const configSchema = Type.Object(
 /** The configuration file as validated, defaults filled in. */
 export type ConfigFile = Static<typeof configSchema>
 export type UpstreamFile = Static<typeof upstreamSchema>
+export type PrefetchFile = Static<typeof prefetchSchema>

@@ -30,13 +30,27 @@ export interface ManifestResult {
   body: Buffer
   outcome: CacheOutcome
   stale?: { ageMs: number; reason: StaleReason }
+  /** Upstream moved the tag to `next`, but `digest` (the previous one) is served until it is prefetched. */
+  pending?: PendingSwitchState
+}
+
+export interface PendingSwitchState {
+  next: string
 }
 
 interface Resolution {
   digest: string
   outcome: CacheOutcome
   stale?: { ageMs: number; reason: StaleReason }
+  pending?: PendingSwitchState
 }
+
+/**
+ * Consulted before a tag moves for a client (upstream answered, so the client is authorised):
+ * true keeps serving `previous` for now (prefetch with switch: when-cached). `previousServable`
+ * is asked only when it matters.
+ */
+export type PendingSwitch = (key: TagKey, previous: string, next: string, previousServable: () => Promise<boolean>) => Promise<boolean>
 
 /** A manifest fetched by tag before its digest was known (upstream HEAD lacked the digest). */
 interface Prefetched {
@@ -59,6 +73,7 @@ export interface ManifestsOptions {
   store: ContentStore
   metrics: Metrics
   log: Logger
+  pendingSwitch?: PendingSwitch
 }
 
 export class Manifests {
@@ -71,9 +86,11 @@ export class Manifests {
   private readonly store: ContentStore
   private readonly metrics: Metrics
   private readonly log: Logger
+  private readonly pendingSwitch: PendingSwitch
 
   constructor(deps: ManifestsOptions) {
     ;({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log: this.log } = deps)
+    this.pendingSwitch = deps.pendingSwitch ?? (async () => false)
   }
 
   async byTag(t: Target, tag: string, accept: string | string[] | undefined): Promise<ManifestResult> {
@@ -81,7 +98,8 @@ export class Manifests {
     const flight = this.tagChecks.run(`${key.upstream}\n${key.repository}\n${key.tag}\n${key.acceptKey}`, () => this.resolveTag(t, key, accept))
     if (flight.joined) this.metrics.coalesced.inc({ kind: 'tag' })
     const r = await flight.promise
-    return this.serve(r.digest, flight.joined ? 'coalesced' : r.outcome, r.stale)
+    const result = await this.serve(r.digest, flight.joined ? 'coalesced' : r.outcome, r.stale)
+    return r.pending ? { ...result, pending: r.pending } : result
   }
 
   async byDigest(t: Target, digest: string, accept: string | string[] | undefined): Promise<ManifestResult> {
@@ -118,6 +136,12 @@ export class Manifests {
       // Nothing cached for this client's Accept set: during an outage, another client's entry
       // for the same tag will do if this client accepts its media type.
       action = this.decide(key, fallback, undefined, outcome)
+    }
+    if (action.action === 'fetch' && action.change === 'changed' && cached) {
+      const previous = cached.digest
+      if (await this.pendingSwitch(key, previous, action.digest, () => this.servable(t, previous))) {
+        return { digest: previous, outcome: 'revalidated', pending: { next: action.digest } }
+      }
     }
     if (action.action === 'fetch' && !(await this.servable(t, action.digest))) {
       try {

@@ -108,8 +108,29 @@ export class Metrics {
     registers: [this.registry],
   })
 
+  readonly prefetches = new Counter({
+    name: 'regcache_prefetch_total',
+    help: 'Prefetch checks of listed tags by result (fetched: new content was downloaded; cached: everything was stored already; error).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+  readonly prefetchBytes = new Counter({
+    name: 'regcache_prefetch_bytes_total',
+    help: 'Blob bytes downloaded from upstream by prefetch, before any client asked.',
+    registers: [this.registry],
+  })
+  readonly prefetchPending = new Gauge({
+    name: 'regcache_prefetch_pending',
+    help: 'Tags (switch: when-cached) whose clients are still served the previous digest while the new image is prefetched.',
+    registers: [this.registry],
+  })
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'regcache_' })
+    // Known label values start at 0, so rates, dashboards and alerts have a series before the first event.
+    for (const result of ['fetched', 'cached', 'error']) this.prefetches.inc({ result }, 0)
+    for (const result of ['ok', 'corrupt']) this.scrubbed.inc({ result }, 0)
+    for (const result of ['forwarded', 'coalesced', 'waited', 'rejected', 'failed']) this.rangeForwards.inc({ result }, 0)
   }
 }
 

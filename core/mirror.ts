@@ -22,6 +22,8 @@ import { errorForUpstreamStatus } from './errors.js'
 import { readHistory, type History } from './history.js'
 import { Manifests, type ManifestResult } from './manifests.js'
 import { Metrics } from './metrics.js'
+import { Prefetcher } from './prefetch.js'
+import { SeriesSampler, type Series } from './series.js'
 import { selectUpstream, type Selection } from './select-upstream.js'
 import { statusOf, type Status } from './status.js'
 import type { Target } from './target.js'
@@ -52,6 +54,8 @@ export class Mirror {
   private readonly blobs: Blobs
   private readonly evictor: Evictor
   private readonly scrubber: Scrubber
+  private readonly prefetcher: Prefetcher
+  private readonly sampler: SeriesSampler
   private flushTimer?: NodeJS.Timeout
   private lock?: DataDirLock
   private flushing = false
@@ -66,7 +70,15 @@ export class Mirror {
     this.meta = stores?.meta ?? new Metadata(dbPath(config.dataDir))
     this.upstreams = new Upstreams({ config, metrics: this.metrics, log, clientFactory })
     this.upstreamNames = new Set(this.upstreams.all().map((u) => u.name))
-    this.manifests = new Manifests({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log })
+    this.manifests = new Manifests({
+      upstreams: this.upstreams,
+      meta: this.meta,
+      store: this.store,
+      metrics: this.metrics,
+      log,
+      // prefetch with switch: when-cached may keep a moved tag on its previous digest for a while.
+      pendingSwitch: (key, previous, next, servable) => this.prefetcher.holdSwitch(key, previous, next, servable),
+    })
     // Evictor and Blobs need each other: eviction skips what blobs are busy with, and a finished
     // fill may push the cache over its limit.
     let blobs: Blobs | undefined
@@ -101,6 +113,16 @@ export class Mirror {
       busy: () => blobs.busy(),
       onDropped: (digest) => this.manifests.forget(digest),
     })
+    this.prefetcher = new Prefetcher({
+      entries: config.prefetch,
+      upstreams: this.upstreams,
+      manifests: this.manifests,
+      blobs,
+      meta: this.meta,
+      metrics: this.metrics,
+      log,
+    })
+    this.sampler = new SeriesSampler({ meta: this.meta, metrics: this.metrics, upstreams: () => this.upstreams.all(), log })
     this.metrics.cacheLimit.set(config.cache.maxSizeBytes ?? 0)
   }
 
@@ -122,6 +144,8 @@ export class Mirror {
     mirror.refreshCacheGauges()
     mirror.evictor.start()
     mirror.scrubber.start()
+    mirror.prefetcher.start()
+    mirror.sampler.start()
     return mirror
   }
 
@@ -137,6 +161,7 @@ export class Mirror {
   }
 
   manifestByTag(t: Target, tag: string, accept: string | string[] | undefined): Promise<ManifestResult> {
+    this.sampler.countPull(t.upstream.name, t.repository, tag)
     return this.manifests.byTag(t, tag, accept)
   }
 
@@ -177,7 +202,14 @@ export class Mirror {
       metrics: this.metrics,
       fillsInFlight: this.blobs.fillCount,
       limitBytes: this.config.cache.maxSizeBytes,
+      prefetch: this.prefetcher.status(),
+      topPulls: this.sampler.topPulls(),
     })
+  }
+
+  /** The status page's charts: the last hour and the last day. */
+  series(): Series {
+    return this.sampler.read()
   }
 
   /** Prometheus exposition text, with the cache gauges brought up to date. */
@@ -234,6 +266,10 @@ export class Mirror {
   /** Stops background work and closes the database; call after drain(). */
   async close(): Promise<void> {
     if (this.flushTimer) clearInterval(this.flushTimer)
+    this.prefetcher.stop()
+    this.sampler.stop()
+    // What happened since the last sample is kept too (it would be lost with the process).
+    await this.sampler.sample().catch((err) => this.log.warn({ err }, 'sampling the status page series at shutdown failed'))
     this.evictor.stop()
     this.scrubber.stop()
     await this.upstreams.close()

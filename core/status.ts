@@ -2,6 +2,8 @@
 
 import type { HistoryEvent, Metadata } from '../storage/metadata.js'
 import type { Metrics } from './metrics.js'
+import type { PrefetchEntryStatus } from './prefetch.js'
+import { FROM_CACHE } from './series.js'
 import type { Upstream } from './upstreams.js'
 
 export interface Status {
@@ -16,11 +18,17 @@ export interface Status {
   }[]
   cache: { bytes: number; limitBytes: number | null; blobs: number; fillsInFlight: number }
   requests: { total: number; fromCache: number; hitRatio: number | null; byOutcome: Record<string, number> }
+  /** What the cache spared upstream since start: bytes sent from the cache, manifest and blob requests answered without a download. */
+  saved: { bytes: number; requests: number }
   recentChanges: HistoryEvent[]
   recentProblems: HistoryEvent[]
+  prefetch: PrefetchEntryStatus[]
+  /** The most pulled images over the last 7 days (tag resolutions). */
+  topPulls: { image: string; pulls: number }[]
 }
 
-const FROM_CACHE = new Set(['hit', 'revalidated', 'coalesced', 'stale'])
+/** Events that are news about a tag, not problems. */
+const CHANGES: ReadonlySet<string> = new Set(['changed', 'first_seen', 'prefetched', 'switched'])
 
 export interface StatusSources {
   startedAt: number
@@ -29,6 +37,8 @@ export interface StatusSources {
   metrics: Metrics
   fillsInFlight: number
   limitBytes: number | undefined
+  prefetch: PrefetchEntryStatus[]
+  topPulls: { image: string; pulls: number }[]
 }
 
 export async function statusOf(s: StatusSources): Promise<Status> {
@@ -42,6 +52,12 @@ export async function statusOf(s: StatusSources): Promise<Status> {
   const total = Object.values(byOutcome).reduce((a, b) => a + b, 0)
   const fromCache = Object.entries(byOutcome).reduce((a, [k, v]) => a + (FROM_CACHE.has(k) ? v : 0), 0)
   const recent = s.meta.recentEvents(200)
+  let savedBytes = 0
+  for (const v of (await s.metrics.bytesServed.get()).values) if (v.labels.source === 'cache') savedBytes += v.value
+  let savedRequests = 0
+  for (const v of (await s.metrics.requests.get()).values) {
+    if ((v.labels.kind === 'manifest' || v.labels.kind === 'blob') && FROM_CACHE.has(String(v.labels.outcome))) savedRequests += v.value
+  }
   return {
     startedAt: s.startedAt,
     upstreams: s.upstreams.map((u) => ({
@@ -54,7 +70,10 @@ export async function statusOf(s: StatusSources): Promise<Status> {
     })),
     cache: { bytes: totals.bytes, limitBytes: s.limitBytes ?? null, blobs: totals.count, fillsInFlight: s.fillsInFlight },
     requests: { total, fromCache, hitRatio: total > 0 ? fromCache / total : null, byOutcome },
-    recentChanges: recent.filter((e) => e.type === 'changed' || e.type === 'first_seen').slice(0, 25),
-    recentProblems: recent.filter((e) => e.type !== 'changed' && e.type !== 'first_seen').slice(0, 25),
+    saved: { bytes: savedBytes, requests: savedRequests },
+    recentChanges: recent.filter((e) => CHANGES.has(e.type)).slice(0, 25),
+    recentProblems: recent.filter((e) => !CHANGES.has(e.type)).slice(0, 25),
+    prefetch: s.prefetch,
+    topPulls: s.topPulls,
   }
 }

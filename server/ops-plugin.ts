@@ -1,6 +1,8 @@
 // Operator endpoints beside the registry API, as a fastify plugin: the status page and its JSON,
 // liveness, readiness, Prometheus metrics and tag history.
 
+import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import type { FastifyInstance } from 'fastify'
 import type { Mirror } from '../core/mirror.js'
 import { RegistryError } from '../core/errors.js'
@@ -15,6 +17,13 @@ const json = (value: unknown) => Buffer.from(JSON.stringify(value))
 export async function opsPlugin(app: FastifyInstance, { mirror }: OpsPluginOptions): Promise<void> {
   const page = Buffer.from(STATUS_PAGE)
   app.get('/', async (_req, reply) => reply.header('content-type', 'text/html; charset=utf-8').send(page))
+  // The chart library, served from node_modules: the page needs nothing from the internet.
+  const require = createRequire(import.meta.url)
+  const uplotJs = readFileSync(require.resolve('uplot/dist/uPlot.iife.min.js'))
+  const uplotCss = readFileSync(require.resolve('uplot/dist/uPlot.min.css'))
+  app.get('/assets/uplot.js', async (_req, reply) => reply.header('content-type', 'text/javascript; charset=utf-8').header('cache-control', 'max-age=86400').send(uplotJs))
+  app.get('/assets/uplot.css', async (_req, reply) => reply.header('content-type', 'text/css; charset=utf-8').header('cache-control', 'max-age=86400').send(uplotCss))
+  app.get('/api/series', async (_req, reply) => reply.header('content-type', 'application/json').send(json(mirror.series())))
   app.get('/api/status', async (_req, reply) => reply.header('content-type', 'application/json').send(json(await mirror.status())))
   app.get('/healthz', async (_req, reply) => reply.header('content-type', 'text/plain').send('ok\n'))
 

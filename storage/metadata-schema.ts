@@ -1,7 +1,11 @@
 // The metadata schema and its migrations. A fresh file gets the current schema; a file written
 // by an older regcache is migrated in one transaction when it is opened for writing.
 //
-// Version 2 (this one): tag state no longer depends on who asked. tag_digests holds each digest
+// Version 3 (this one): `series` keeps the status page's charts (requests and bytes from cache and
+// upstream, upstream outages, disk used), one row per 10 s for the last hour and per minute for the
+// last day, so a restart does not blank them; `image_pulls` counts pulls per image and day.
+//
+// Version 2: tag state no longer depends on who asked. tag_digests holds each digest
 // a tag pointed at once (not per Accept set), with its media type; tags are keyed by the
 // normalised set of known manifest types a client accepts; repositories are linked only to
 // digests upstream served for them (manifest_refs is gone); content records when its bytes were
@@ -10,7 +14,31 @@
 import type Database from 'better-sqlite3'
 import { acceptKey } from '../oci/media-types.js'
 
-export const SCHEMA_VERSION = 2
+export const SCHEMA_VERSION = 3
+
+const SERIES = `
+CREATE TABLE IF NOT EXISTS series (
+  step           INTEGER NOT NULL,  -- seconds a row covers: 10 (kept an hour) or 60 (kept a day)
+  at             INTEGER NOT NULL,  -- start of the row's interval (ms)
+  from_cache     INTEGER NOT NULL,  -- manifest and blob requests answered from the cache
+  from_upstream  INTEGER NOT NULL,  -- ... and fetched from upstream
+  bytes_cache    INTEGER NOT NULL,  -- bytes sent to clients from the cache
+  bytes_upstream INTEGER NOT NULL,  -- ... and as they came from upstream
+  upstreams_down INTEGER NOT NULL,  -- upstreams marked down at the latest sample
+  cache_bytes    INTEGER NOT NULL,  -- content stored at the latest sample
+  PRIMARY KEY (step, at)
+) WITHOUT ROWID;
+
+-- Tag resolutions (a client's pull starts with one) per image and day, for "most pulled images".
+CREATE TABLE IF NOT EXISTS image_pulls (
+  day        INTEGER NOT NULL,  -- start of the UTC day (ms)
+  upstream   TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  tag        TEXT NOT NULL,
+  pulls      INTEGER NOT NULL,
+  PRIMARY KEY (day, upstream, repository, tag)
+) WITHOUT ROWID;
+`
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS content (
@@ -71,6 +99,7 @@ CREATE TABLE IF NOT EXISTS events (
   count           INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS events_tag ON events(upstream, repository, tag, id);
+${SERIES}
 CREATE INDEX IF NOT EXISTS events_type ON events(type, id);
 `
 
@@ -79,9 +108,15 @@ export function migrate(db: Database.Database, version: number): void {
   if (version === SCHEMA_VERSION) return
   db.transaction(() => {
     if (version === 1) from1(db)
+    if (version >= 1 && version <= 2) from2(db)
     db.exec(SCHEMA)
     db.pragma(`user_version = ${SCHEMA_VERSION}`)
   })()
+}
+
+/** Version 3 adds the status page's series and pull counts; nothing else changes. */
+function from2(db: Database.Database): void {
+  db.exec(SERIES)
 }
 
 function from1(db: Database.Database): void {

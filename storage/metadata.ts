@@ -30,7 +30,17 @@ export interface TagRef {
   tag: string
 }
 
-export type EventType = 'first_seen' | 'changed' | 'rollback' | 'rollback_refused' | 'stale_served' | 'upstream_not_found'
+export type EventType =
+  | 'first_seen'
+  | 'changed'
+  | 'rollback'
+  | 'rollback_refused'
+  | 'stale_served'
+  | 'upstream_not_found'
+  /** A listed tag's image was fetched before any client asked (prefetch). */
+  | 'prefetched'
+  /** switch: when-cached: clients moved to the new digest; `detail` says how long the previous one was still served. */
+  | 'switched'
 
 export interface HistoryEvent {
   id: number
@@ -55,6 +65,17 @@ export interface TagDigestRow {
   mediaType: string | null
   firstSeen: number
   lastSeen: number
+}
+
+/** One row of the status page's series (storage/metadata-schema.ts describes the columns). */
+export interface SeriesRow {
+  at: number
+  fromCache: number
+  fromUpstream: number
+  bytesCache: number
+  bytesUpstream: number
+  upstreamsDown: number
+  cacheBytes: number
 }
 
 /** Where a digest upstream names for a tag stands in the tag's own history. */
@@ -196,6 +217,27 @@ export class Metadata {
       ),
       allDigests: db.prepare<[], { digest: string }>('SELECT digest FROM content'),
       totals: db.prepare<[], { count: number; bytes: number }>('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM content'),
+      addSample: db.prepare(
+        `INSERT INTO series (step, at, from_cache, from_upstream, bytes_cache, bytes_upstream, upstreams_down, cache_bytes)
+         VALUES (@step, @at, @fromCache, @fromUpstream, @bytesCache, @bytesUpstream, @upstreamsDown, @cacheBytes)
+         ON CONFLICT(step, at) DO UPDATE SET from_cache = from_cache + excluded.from_cache, from_upstream = from_upstream + excluded.from_upstream,
+           bytes_cache = bytes_cache + excluded.bytes_cache, bytes_upstream = bytes_upstream + excluded.bytes_upstream,
+           upstreams_down = MAX(upstreams_down, excluded.upstreams_down), cache_bytes = excluded.cache_bytes`,
+      ),
+      pruneSeries: db.prepare('DELETE FROM series WHERE step = ? AND at < ?'),
+      addPulls: db.prepare(
+        `INSERT INTO image_pulls (day, upstream, repository, tag, pulls) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(day, upstream, repository, tag) DO UPDATE SET pulls = pulls + excluded.pulls`,
+      ),
+      prunePulls: db.prepare('DELETE FROM image_pulls WHERE day < ?'),
+      topPulls: db.prepare<[number, number], { upstream: string; repository: string; tag: string; pulls: number }>(
+        `SELECT upstream, repository, tag, SUM(pulls) AS pulls FROM image_pulls WHERE day >= ?
+         GROUP BY upstream, repository, tag ORDER BY pulls DESC, upstream, repository, tag LIMIT ?`,
+      ),
+      series: db.prepare<[number, number], SeriesRow>(
+        `SELECT at, from_cache AS fromCache, from_upstream AS fromUpstream, bytes_cache AS bytesCache, bytes_upstream AS bytesUpstream,
+           upstreams_down AS upstreamsDown, cache_bytes AS cacheBytes FROM series WHERE step = ? AND at >= ? ORDER BY at`,
+      ),
       ping: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM (SELECT 1 FROM tags LIMIT 1)'),
     }
     this.sums = this.s.totals.get() ?? { count: 0, bytes: 0 }
@@ -395,6 +437,37 @@ export class Metadata {
   totals(): { count: number; bytes: number } {
     if (this.countTotals) return this.s.totals.get() ?? { count: 0, bytes: 0 }
     return { ...this.sums }
+  }
+
+  /**
+   * Adds a sample to the row of `stepSeconds` it falls in (counts add up, gauges keep the latest,
+   * outages the worst) and drops that resolution's rows older than `keepMs`.
+   */
+  addSample(stepSeconds: number, keepMs: number, sample: SeriesRow): void {
+    const stepMs = stepSeconds * 1000
+    this.s.addSample.run({ step: stepSeconds, ...sample, at: Math.floor(sample.at / stepMs) * stepMs })
+    this.s.pruneSeries.run(stepSeconds, sample.at - keepMs)
+  }
+
+  /** Adds pull counts (image key "upstream\nrepository\ntag" → pulls) to `day`'s, and drops days before `keepSince`. */
+  addPulls(day: number, counts: ReadonlyMap<string, number>, keepSince: number): void {
+    this.db.transaction(() => {
+      for (const [k, n] of counts) {
+        const [upstream, repository, tag] = k.split('\n')
+        this.s.addPulls.run(day, upstream, repository, tag, n)
+      }
+      this.s.prunePulls.run(keepSince)
+    })()
+  }
+
+  /** The most pulled images since `since`. */
+  topPulls(since: number, limit = 10): { upstream: string; repository: string; tag: string; pulls: number }[] {
+    return this.s.topPulls.all(since, limit)
+  }
+
+  /** The rows of one resolution since `since`, oldest first. */
+  series(stepSeconds: number, since: number): SeriesRow[] {
+    return this.s.series.all(stepSeconds, since)
   }
 
   /** Throws when the database does not answer (readiness): reads a page of the file, not a constant. */

@@ -41,6 +41,8 @@ export async function serveManifest(mirror: Mirror, name: string, reference: str
     outcome.stale = stale
     reply.header('x-regcache-stale', stale)
   }
+  // prefetch with switch: when-cached: the tag moved upstream, the previous digest is served until the new image is cached.
+  if (result.pending) reply.header('x-regcache-prefetch', `pending; serving=${result.digest}`)
   if (!head) mirror.metrics.bytesServed.inc({ source: result.outcome === 'miss' || result.outcome === 'changed' ? 'upstream' : 'cache' }, result.size)
   return reply.send(head ? undefined : result.body)
 }

@@ -36,6 +36,8 @@ export interface Forwarder {
 export interface ForwarderOptions {
   /** Bandwidth of the target -> client direction, shared by all connections. Default: unlimited. */
   bytesPerSecond?: number
+  /** The bandwidth is each connection's own instead of shared (a slow path per client). */
+  perConnection?: boolean
 }
 
 export async function startForwarder(target: { host: string; port: number }, opts: ForwarderOptions = {}): Promise<Forwarder> {
@@ -63,6 +65,8 @@ export async function startForwarder(target: { host: string; port: number }, opt
   }
 
   const forward = (client: net.Socket, limit: number) => {
+    /** When this connection's own link is free again, with opts.perConnection. */
+    let ownLinkFreeAt = 0
     const upstream = net.connect({ host: target.host, port: target.port })
     track(upstream)
     // The target may close while a chunk waits its turn (pause() holds back neither 'end' nor
@@ -90,8 +94,10 @@ export async function startForwarder(target: { host: string; port: number }, opt
     const paced = (chunk: Buffer) => {
       if (rate === Infinity) return send(chunk)
       const now = performance.now()
-      linkFreeAt = Math.max(linkFreeAt, now) + (chunk.length / rate) * 1000
-      const wait = linkFreeAt - now
+      let freeAt: number
+      if (opts.perConnection) freeAt = ownLinkFreeAt = Math.max(ownLinkFreeAt, now) + (chunk.length / rate) * 1000
+      else freeAt = linkFreeAt = Math.max(linkFreeAt, now) + (chunk.length / rate) * 1000
+      const wait = freeAt - now
       if (wait < 1) return send(chunk)
       upstream.pause()
       waiting = true

@@ -196,7 +196,7 @@ t.test('warm for people: plain lines, --from-file, --from-kubernetes, the live d
     t.teardown(rc.stop)
     // Slow the mirror's answers so the download can be watched.
     const mirror = new URL(rc.url)
-    const slow = await startForwarder({ host: mirror.hostname, port: Number(mirror.port) }, { bytesPerSecond: 256 * 1024 })
+    const slow = await startForwarder({ host: mirror.hostname, port: Number(mirror.port) }, { bytesPerSecond: 256 * 1024, perConnection: true })
     t.teardown(slow.stop)
     const socket = `regcache-warm-${process.pid}`
     const tmux = (...args: string[]) => runOk('tmux', ['-L', socket, ...args])

@@ -354,5 +354,5 @@ t.test('token realms: auth.docker.io for Docker Hub by default, configurable, va
   const none = loadConfig({ file: write('none.yaml', 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    tokenRealms: []\n'), env: {} })
   t.strictSame(none.upstreams['docker.io'].tokenRealms, [], 'an explicit empty list wins over the derived default')
   const err = configError(() => loadConfig({ file: write('bad.yaml', 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    tokenRealms: ["https://auth.docker.io/token"]\n'), env: {} }))
-  t.match(err?.message, /upstreams\.docker\.io\.tokenRealms\.0: expected a host name/)
+  t.match(err?.message, /upstreams\.docker\.io\.tokenRealms\[0\]: expected a host name/)
 })

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import t from 'tap'
 import { MAX_ACCEPT_SETS_PER_TAG, Metadata, type TagKey } from '../../storage/metadata.js'
+import { SCHEMA_VERSION } from '../../storage/metadata-schema.js'
 
 const digest = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`
 
@@ -365,8 +366,43 @@ t.test('a version-1 database is migrated in place: tag history per tag, Accept k
   t.notOk(m.isLinked('docker.io', 'library/alpine', digest('evicted')), 'orphan links dropped')
   t.ok(m.isLinked('docker.io', 'library/alpine', A))
   t.strictSame(m.totals(), { count: 2, bytes: 15 })
-  t.equal(m.db.pragma('user_version', { simple: true }), 2)
+  t.equal(m.db.pragma('user_version', { simple: true }), SCHEMA_VERSION)
   t.notOk(m.db.prepare("SELECT name FROM sqlite_master WHERE name = 'manifest_refs'").get(), 'manifest_refs dropped')
+})
+
+t.test('a version-2 database is migrated in place: the series table is added, nothing else changes', async (t) => {
+  const { path, open } = tempDb(t)
+  const A = digest('A')
+  const m2 = open()
+  m2.putContent({ digest: A, size: 10, mediaType: OM }, { upstream: 'docker.io', repository: 'library/alpine' })
+  m2.setTag(key(), A, OM)
+  m2.close()
+  // Back to what version 2 wrote: no series table, user_version 2.
+  const raw = new Database(path)
+  raw.exec('DROP TABLE series')
+  raw.pragma('user_version = 2')
+  raw.close()
+
+  const m = open()
+  t.equal(m.db.pragma('user_version', { simple: true }), SCHEMA_VERSION)
+  t.equal(m.getTag(key())?.digest, A, 'tags kept')
+  t.ok(m.isLinked('docker.io', 'library/alpine', A), 'links kept')
+  t.same(m.series(10, 0), [], 'series empty')
+  m.addSample(10, 3_600_000, { at: 1_000_005_000, fromCache: 1, fromUpstream: 2, bytesCache: 3, bytesUpstream: 4, upstreamsDown: 0, cacheBytes: 10 })
+  t.equal(m.series(10, 0).length, 1, 'series written')
+})
+
+t.test('series: samples add up per row, gauges keep the latest, old rows are dropped', async (t) => {
+  const { open } = tempDb(t)
+  const m = open()
+  const at = 1_700_000_040_000 // on a minute
+  const sample = (dt: number, over: Partial<Parameters<Metadata['addSample']>[2]> = {}) => ({ at: at + dt, fromCache: 1, fromUpstream: 0, bytesCache: 100, bytesUpstream: 0, upstreamsDown: 0, cacheBytes: 1000 + dt, ...over })
+  m.addSample(60, 86_400_000, sample(0))
+  m.addSample(60, 86_400_000, sample(10_000, { upstreamsDown: 1, fromUpstream: 2 }))
+  m.addSample(60, 86_400_000, sample(20_000))
+  t.same(m.series(60, 0), [{ at, fromCache: 3, fromUpstream: 2, bytesCache: 300, bytesUpstream: 0, upstreamsDown: 1, cacheBytes: 21_000 }])
+  m.addSample(60, 86_400_000, sample(86_400_000 + 60_000))
+  t.same(m.series(60, 0).map((r) => r.at), [at + 86_400_000 + 60_000], 'a day later, the first row is gone')
 })
 
 t.test('totals are kept in memory and stay right across puts, re-puts, deletes and reopening', async (t) => {
