@@ -7,6 +7,7 @@ import { Ajv, type ErrorObject } from 'ajv'
 import { parse as parseYaml } from 'yaml'
 import { configSchema, type ConfigFile, type UpstreamFile } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
+import type { S3StoreSettings } from '../storage/s3-settings.js'
 
 export type OnNotFound = 'passthrough' | 'serve'
 export type OnRollback = 'follow' | 'refuse'
@@ -35,9 +36,15 @@ export interface Config {
   readonly upstreams: Readonly<Record<string, UpstreamConfig>>
   /** scrubMs: every stored byte is re-hashed once per this long (0: never). */
   readonly cache: { readonly maxSizeBytes?: number; readonly maxAgeMs?: number; readonly scrubMs: number }
+  /** Where content lives: files under dataDir (the default) or an S3 bucket shared by replicas. */
+  readonly storage: StorageConfig
   readonly tls?: { readonly certFile: string; readonly keyFile: string }
   readonly shutdownGraceMs: number
 }
+
+export type StorageConfig =
+  | { readonly type: 'filesystem' }
+  | { readonly type: 's3'; readonly s3: Readonly<S3StoreSettings> & { readonly redirect: boolean; readonly leaseTtlMs: number } }
 
 export class ConfigError extends Error {
   readonly code = 'REGCACHE_CONFIG_INVALID'
@@ -177,6 +184,35 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
   }
   const maxAgeMs = doc.cache.maxAge !== undefined ? ms('cache.maxAge', doc.cache.maxAge, false) : undefined
 
+  let storage: StorageConfig = { type: 'filesystem' }
+  if (doc.storage.type === 's3') {
+    const s3 = doc.storage.s3
+    if (s3 === undefined) {
+      problems.push('storage.s3: expected the bucket settings (bucket, region, ...) since storage.type is s3')
+    } else {
+      if ((s3.accessKeyFile === undefined) !== (s3.secretKeyFile === undefined)) {
+        problems.push('storage.s3: accessKeyFile and secretKeyFile go together (or neither, for the SDK\'s usual credentials)')
+      }
+      storage = {
+        type: 's3',
+        s3: Object.freeze({
+          endpoint: s3.endpoint,
+          region: s3.region,
+          bucket: s3.bucket,
+          prefix: s3.prefix,
+          forcePathStyle: s3.forcePathStyle,
+          accessKeyFile: s3.accessKeyFile !== undefined ? path(s3.accessKeyFile) : undefined,
+          secretKeyFile: s3.secretKeyFile !== undefined ? path(s3.secretKeyFile) : undefined,
+          redirect: s3.redirect,
+          leaseTtlMs: ms('storage.s3.leaseTtl', s3.leaseTtl),
+        }),
+      }
+    }
+    if (storage.type === 's3' && storage.s3.leaseTtlMs < 1000) problems.push('storage.s3.leaseTtl: expected at least 1s')
+  } else if (doc.storage.s3 !== undefined) {
+    problems.push('storage.s3: set storage.type to s3 to use it (it is filesystem now)')
+  }
+
   const config: Config = {
     listen,
     dataDir: path(doc.dataDir),
@@ -184,6 +220,7 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
     defaultUpstream: doc.defaultUpstream,
     upstreams: Object.freeze(upstreams),
     cache: Object.freeze({ maxSizeBytes, maxAgeMs, scrubMs: ms('cache.scrub', doc.cache.scrub, false) }),
+    storage: Object.freeze(storage),
     tls: doc.tls ? Object.freeze({ certFile: path(doc.tls.certFile), keyFile: path(doc.tls.keyFile) }) : undefined,
     shutdownGraceMs: ms('shutdownGrace', doc.shutdownGrace),
   }
@@ -218,6 +255,9 @@ function describeError(e: ErrorObject): string {
     if (key.endsWith('url')) return `${where}: expected an http:// or https:// URL (got ${JSON.stringify(e.data)})`
     if (key === 'listen') return `${where}: expected "host:port", e.g. "0.0.0.0:5000" (got ${JSON.stringify(e.data)})`
     if (key.endsWith('maxSize')) return `${where}: expected a size like "50GiB" or "500MB" (got ${JSON.stringify(e.data)})`
+    if (key === 'storage.s3.endpoint') return `${where}: expected an http:// or https:// URL without a path (got ${JSON.stringify(e.data)})`
+    if (key === 'storage.s3.bucket') return `${where}: expected an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens; got ${JSON.stringify(e.data)})`
+    if (key === 'storage.s3.prefix') return `${where}: expected a key prefix ending in "/", like "prod/" (got ${JSON.stringify(e.data)})`
     if (key.endsWith('passwordEnv')) return `${where}: expected an environment variable name (got ${JSON.stringify(e.data)})`
     return `${where}: expected a duration like "2s", "5m" or "7d" (got ${JSON.stringify(e.data)})`
   }

@@ -14,6 +14,7 @@ import type { ContentStore } from '../storage/content-store.js'
 import { verifyingStream } from './verify-stream.js'
 import { DigestMismatchError } from '../storage/blob-store.js'
 import type { Metadata } from '../storage/metadata.js'
+import type { ClusterFill } from './cluster-fill.js'
 
 export interface BlobResult {
   digest: string
@@ -22,6 +23,8 @@ export interface BlobResult {
   source: 'cache' | 'upstream'
   /** Bytes [start, end] inclusive. */
   open(start: number, end: number): Readable
+  /** Redirect mode: a short-lived URL where the client GETs the bytes (and ranges) from the store. */
+  redirect?: string
 }
 
 export interface BlobsOptions {
@@ -35,11 +38,15 @@ export interface BlobsOptions {
   onDropped?: (digest: string) => void
   /** Whole blobs not verified within this long are re-hashed while served (0: never). */
   scrubMs?: number
+  /** Shared object store: content other replicas stored, one filler per digest across replicas. */
+  cluster?: ClusterFill
+  /** Redirect mode: a presigned URL for stored content. */
+  presign?: (digest: string) => Promise<string>
 }
 
 export class Blobs {
   private readonly fills = new Map<string, Fill>()
-  private readonly starting = new SingleFlight<Fill>()
+  private readonly starting = new SingleFlight<Fill | { kind: 'stored'; size: number }>()
   /** Open reads of cached blobs, by digest: eviction leaves these alone. */
   private readonly serving = new Map<string, number>()
   private readonly upstreams: Upstreams
@@ -51,12 +58,16 @@ export class Blobs {
   private readonly onFillEnded: () => void
   private readonly onDropped: (digest: string) => void
   private readonly scrubMs: number
+  private readonly cluster?: ClusterFill
+  private readonly presign?: (digest: string) => Promise<string>
 
   constructor(deps: BlobsOptions) {
     ;({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log: this.log } = deps)
     this.onFillEnded = deps.onFillEnded ?? (() => {})
     this.onDropped = deps.onDropped ?? (() => {})
     this.scrubMs = deps.scrubMs ?? 0
+    this.cluster = deps.cluster
+    this.presign = deps.presign
   }
 
   /** Digests being filled or served now: eviction must leave them alone. */
@@ -92,13 +103,31 @@ export class Blobs {
         await this.drop(digest)
       } else if (linked || (await this.confirmUpstream(t, digest))) {
         this.meta.touch(digest)
-        return { digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.openCached(digest, size, s, e) }
+        return this.cached(digest, size, method, 'hit')
+      }
+    } else if (this.cluster) {
+      // Another replica may have stored it: the bucket is content, the link is still upstream's word.
+      const size = await this.cluster.storedSize(digest)
+      if (size !== undefined && (linked || (await this.confirmUpstream(t, digest)))) {
+        this.meta.putContent({ digest, size })
+        return this.cached(digest, size, method, 'hit')
       }
     }
     if (method === 'HEAD') return this.headUpstream(t, digest)
     const flight = this.starting.run(`${t.upstream.name}\n${t.repository}\n${digest}`, () => this.startFill(t, digest))
     const started = await flight.promise
+    if (!(started instanceof Fill)) {
+      // Another replica downloaded it while this one waited.
+      if (!linked) await this.confirmUpstream(t, digest)
+      this.meta.putContent({ digest, size: started.size })
+      return this.cached(digest, started.size, method, 'coalesced')
+    }
     return this.fromFill(started, flight.joined ? 'coalesced' : 'miss')
+  }
+
+  private async cached(digest: string, size: number, method: 'GET' | 'HEAD', outcome: CacheOutcome): Promise<BlobResult> {
+    const redirect = method === 'GET' && this.presign ? await this.presign(digest) : undefined
+    return { digest, size, outcome, source: 'cache', open: (s, e) => this.openCached(digest, size, s, e), redirect }
   }
 
   private openCached(digest: string, size: number, start: number, end: number): Readable {
@@ -179,9 +208,22 @@ export class Blobs {
     }
   }
 
-  private async startFill(t: Target, digest: string): Promise<Fill> {
+  private async startFill(t: Target, digest: string): Promise<Fill | { kind: 'stored'; size: number }> {
     const existing = this.fills.get(digest)
     if (existing) return existing
+    const claim = this.cluster ? await this.cluster.claim(digest) : undefined
+    if (claim?.kind === 'stored') return claim
+    try {
+      const fill = await this.startLocalFill(t, digest)
+      if (claim) void fill.done.catch(() => {}).finally(() => claim.end())
+      return fill
+    } catch (err) {
+      await claim?.end()
+      throw err
+    }
+  }
+
+  private async startLocalFill(t: Target, digest: string): Promise<Fill> {
     const path = `blobs/${digest}`
     const first = await this.upstreams.call(t.upstream, { method: 'GET', repository: t.repository, path })
     if (first.status !== 200) {

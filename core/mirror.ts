@@ -5,7 +5,8 @@
 import type { Logger } from 'pino'
 import { access, constants } from 'node:fs/promises'
 import type { Config, UpstreamConfig } from '../config/config.js'
-import { BlobStore } from '../storage/blob-store.js'
+import type { ContentStore } from '../storage/content-store.js'
+import { isStoreUnavailable } from '../storage/store-unavailable.js'
 import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
 import { DataDirLock } from '../storage/data-lock.js'
@@ -13,6 +14,10 @@ import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js'
 import { headerValue } from '../upstream/headers.js'
 import { acceptHeader } from '../oci/media-types.js'
 import { Blobs, type BlobResult } from './blobs.js'
+import { ClusterFill } from './cluster-fill.js'
+import { openContentBackend, type ContentBackend } from './content-backend.js'
+import { SharedEviction } from './shared-eviction.js'
+import { StoreReadiness } from './store-readiness.js'
 import { Evictor } from './evictor.js'
 import { Scrubber } from './scrub.js'
 import { errorForUpstreamStatus } from './errors.js'
@@ -40,7 +45,9 @@ export class Mirror {
   readonly metrics = new Metrics()
   readonly startedAt = Date.now()
   private readonly meta: Metadata
-  private readonly store: BlobStore
+  private readonly store: ContentStore
+  private readonly backend: ContentBackend
+  private readonly storeReadiness: StoreReadiness
   private readonly upstreams: Upstreams
   private readonly upstreamNames: ReadonlySet<string>
   private readonly manifests: Manifests
@@ -54,9 +61,13 @@ export class Mirror {
   private constructor(
     private readonly config: Config,
     private readonly log: Logger,
+    backend: ContentBackend,
     clientFactory?: MirrorOptions['clientFactory'],
   ) {
-    this.store = new BlobStore(config.dataDir)
+    this.backend = backend
+    this.store = backend.store
+    this.storeReadiness = new StoreReadiness(backend.s3, this.metrics)
+    const shared = backend.s3 ? new SharedEviction(backend.s3, log) : undefined
     this.meta = new Metadata(dbPath(config.dataDir))
     this.upstreams = new Upstreams({ config, metrics: this.metrics, log, clientFactory })
     this.upstreamNames = new Set(this.upstreams.all().map((u) => u.name))
@@ -73,6 +84,8 @@ export class Mirror {
       maxAgeMs: config.cache.maxAgeMs,
       busy: () => blobs?.busy() ?? new Set(),
       onEvicted: (digest) => this.manifests.forget(digest),
+      exclusive: shared && ((pass) => shared.exclusive(pass)),
+      mayRemove: shared && ((digest) => shared.mayRemove(digest)),
     })
     blobs = new Blobs({
       upstreams: this.upstreams,
@@ -83,6 +96,8 @@ export class Mirror {
       onFillEnded: () => this.evictor.trigger(),
       onDropped: (digest) => this.manifests.forget(digest),
       scrubMs: config.cache.scrubMs,
+      cluster: backend.s3 && new ClusterFill(backend.s3, log),
+      presign: backend.presign,
     })
     this.blobs = blobs
     this.scrubber = new Scrubber({
@@ -90,7 +105,8 @@ export class Mirror {
       store: this.store,
       metrics: this.metrics,
       log,
-      cycleMs: config.cache.scrubMs,
+      // A shared bucket is re-hashed by `regcache fsck`, not by every replica on its own.
+      cycleMs: backend.s3 ? 0 : config.cache.scrubMs,
       busy: () => blobs.busy(),
       onDropped: (digest) => this.manifests.forget(digest),
     })
@@ -102,7 +118,7 @@ export class Mirror {
     const lock = DataDirLock.acquire(opts.config.dataDir)
     let mirror: Mirror
     try {
-      mirror = new Mirror(opts.config, opts.log, opts.clientFactory)
+      mirror = new Mirror(opts.config, opts.log, await openContentBackend(opts.config), opts.clientFactory)
     } catch (err) {
       lock.release()
       throw err
@@ -130,15 +146,37 @@ export class Mirror {
   }
 
   manifestByTag(t: Target, tag: string, accept: string | string[] | undefined): Promise<ManifestResult> {
-    return this.manifests.byTag(t, tag, accept)
+    return this.countStoreFailure(this.manifests.byTag(t, tag, accept))
   }
 
   manifestByDigest(t: Target, digest: string, accept: string | string[] | undefined): Promise<ManifestResult> {
-    return this.manifests.byDigest(t, digest, accept)
+    return this.countStoreFailure(this.manifests.byDigest(t, digest, accept))
   }
 
-  blob(t: Target, digest: string, method: 'GET' | 'HEAD'): Promise<BlobResult> {
-    return this.blobs.get(t, digest, method)
+  private async countStoreFailure<T>(p: Promise<T>): Promise<T> {
+    try {
+      return await p
+    } catch (err) {
+      if (isStoreUnavailable(err)) this.storeFailed()
+      throw err
+    }
+  }
+
+  async blob(t: Target, digest: string, method: 'GET' | 'HEAD'): Promise<BlobResult> {
+    try {
+      const result = await this.blobs.get(t, digest, method)
+      if (result.redirect !== undefined) this.metrics.redirects.inc()
+      return result
+    } catch (err) {
+      if (isStoreUnavailable(err)) this.storeFailed()
+      throw err
+    }
+  }
+
+  /** A request failed on the store: counted, and /readyz looks again instead of using its cached answer. */
+  private storeFailed(): void {
+    this.metrics.storeErrors.inc()
+    this.storeReadiness.forget()
   }
 
   /** tags/list and referrers: not cached, passed through with the client's Accept. */
@@ -191,6 +229,8 @@ export class Mirror {
     } catch (err) {
       problems.push(`data directory: ${(err as Error).message}`)
     }
+    const store = await this.storeReadiness.problem()
+    if (store !== undefined) problems.push(`content store: ${store}`)
     return problems
   }
 
@@ -230,6 +270,7 @@ export class Mirror {
     this.scrubber.stop()
     await this.upstreams.close()
     this.meta.close()
+    this.backend.s3?.close()
     this.lock?.release()
   }
 
@@ -247,6 +288,11 @@ export class Mirror {
     } finally {
       this.flushing = false
     }
+  }
+
+  /** Where content lives, for /api/status and logs. */
+  get storageType(): 'filesystem' | 's3' {
+    return this.backend.s3 ? 's3' : 'filesystem'
   }
 
   private refreshCacheGauges(): void {
