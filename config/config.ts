@@ -44,7 +44,7 @@ export interface Config {
 
 export type StorageConfig =
   | { readonly type: 'filesystem' }
-  | { readonly type: 's3'; readonly s3: Readonly<S3StoreSettings> & { readonly redirect: boolean; readonly leaseTtlMs: number } }
+  | { readonly type: 's3'; readonly s3: Readonly<S3StoreSettings> & { readonly redirect: boolean; readonly redirectExpirySeconds: number; readonly leaseTtlMs: number } }
 
 export class ConfigError extends Error {
   readonly code = 'REGCACHE_CONFIG_INVALID'
@@ -204,11 +204,16 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
           accessKeyFile: s3.accessKeyFile !== undefined ? path(s3.accessKeyFile) : undefined,
           secretKeyFile: s3.secretKeyFile !== undefined ? path(s3.secretKeyFile) : undefined,
           redirect: s3.redirect,
+          redirectExpirySeconds: Math.round(ms('storage.s3.redirectExpiry', s3.redirectExpiry) / 1000),
           leaseTtlMs: ms('storage.s3.leaseTtl', s3.leaseTtl),
         }),
       }
     }
     if (storage.type === 's3' && storage.s3.leaseTtlMs < 1000) problems.push('storage.s3.leaseTtl: expected at least 1s')
+    // Presigned URLs live from one second to seven days (SigV4).
+    if (storage.type === 's3' && (storage.s3.redirectExpirySeconds < 1 || storage.s3.redirectExpirySeconds > 604_800)) {
+      problems.push('storage.s3.redirectExpiry: expected 1s to 7d')
+    }
   } else if (doc.storage.s3 !== undefined) {
     problems.push('storage.s3: set storage.type to s3 to use it (it is filesystem now)')
   }

@@ -76,6 +76,7 @@ export const configSchema = Type.Object(
             accessKeyFile: Type.Optional(NonEmpty()),
             secretKeyFile: Type.Optional(NonEmpty()),
             redirect: Type.Boolean({ default: false }),
+            redirectExpiry: Duration({ default: '60s' }),
             leaseTtl: Duration({ default: '30s' }),
           },
           { additionalProperties: false },

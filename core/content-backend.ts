@@ -9,9 +9,6 @@ import { BlobStore } from '../storage/blob-store.js'
 import type { ContentStore } from '../storage/content-store.js'
 import { S3Store } from '../storage/s3-store.js'
 
-/** Lifetime of the presigned URLs handed to clients: long enough to start the download. */
-export const REDIRECT_EXPIRY_SECONDS = 60
-
 /** Requests to the store give up after this long, so a dead store is an error, never a hang. */
 const S3_REQUEST_TIMEOUT_MS = 10_000
 
@@ -41,6 +38,6 @@ export async function openContentBackend(config: Config): Promise<ContentBackend
   return {
     store: s3,
     s3,
-    presign: settings.redirect ? (digest) => s3.presign(digest, REDIRECT_EXPIRY_SECONDS) : undefined,
+    presign: settings.redirect ? (digest) => s3.presign(digest, settings.redirectExpirySeconds) : undefined,
   }
 }
