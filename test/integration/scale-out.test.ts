@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3'
+import { HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3'
 import t from 'tap'
 import { request } from 'undici'
 import { startChildRegcache } from '../helpers/child-regcache.js'
@@ -268,11 +268,24 @@ t.test('replicas on one shared bucket', { skip: missing ? `Ceph RADOS Gateway un
   await t.test('regcache fsck lists the bucket and re-hashes it', async (t) => {
     const fsckTarget = await startChildRegcache({ upstreams, extra: storage() })
     t.teardown(fsckTarget.stop)
-    await fsckTarget.stop()
+    // Only the server process stops: the configuration and data directory stay for fsck.
+    await fsckTarget.daemon().stop(5000)
     const listed = await s3.send(new ListObjectsV2Command({ Bucket: rgw.bucket, Prefix: `${PREFIX}blobs/` }))
     const r = await fsckTarget.cli(['fsck'])
     t.equal(r.code, 0, `${r.stdout}${r.stderr}`)
     t.match(r.stdout, new RegExp(`checked ${listed.KeyCount} blobs: ${listed.KeyCount} ok, 0 corrupt`), 'every object re-hashed')
+
+    // An object whose bytes are not its digest's (written behind regcache's back).
+    const wrong = sha256(Buffer.from('the bytes this digest names'))
+    await s3.send(new PutObjectCommand({ Bucket: rgw.bucket, Key: blobKey(PREFIX, wrong), Body: Buffer.from('other bytes') }))
+    const check = await fsckTarget.cli(['fsck'])
+    t.equal(check.code, 1, `fsck finds it\n${check.stdout}${check.stderr}`)
+    t.match(check.stdout, new RegExp(`^corrupt\\s+${wrong}`, 'm'))
+    const repair = await fsckTarget.cli(['fsck', '--repair'])
+    t.equal(repair.code, 0, `${repair.stdout}${repair.stderr}`)
+    t.notOk(await stored(wrong), '--repair removed the corrupt object')
+    const again = await fsckTarget.cli(['fsck'])
+    t.equal(again.code, 0, `clean afterwards\n${again.stdout}`)
   })
 
   await t.test('the store unreachable: a prompt 503 and /readyz not ready, never a hang', async (t) => {
