@@ -71,7 +71,7 @@ export const configSchema = Type.Object(
             endpoint: Type.Optional(Type.String({ pattern: '^https?://[^/\\s?#]+/?$' })),
             region: Type.String({ minLength: 1, default: 'us-east-1' }),
             bucket: Type.String({ pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$' }),
-            prefix: Type.String({ pattern: '^([A-Za-z0-9._-]+/)*$', default: '' }),
+            prefix: Type.String({ pattern: '^((?!\\.\\.?/)[A-Za-z0-9._-]+/)*$', default: '' }),
             forcePathStyle: Type.Boolean({ default: false }),
             accessKeyFile: Type.Optional(NonEmpty()),
             secretKeyFile: Type.Optional(NonEmpty()),
