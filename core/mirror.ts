@@ -124,8 +124,19 @@ export class Mirror {
       throw err
     }
     mirror.lock = lock
-    const { removedTemporary } = await mirror.store.init()
-    if (removedTemporary > 0) opts.log.warn({ removedTemporary }, 'removed unfinished downloads left by an earlier run')
+    try {
+      const { removedTemporary } = await mirror.store.init()
+      if (removedTemporary > 0) opts.log.warn({ removedTemporary }, 'removed unfinished downloads left by an earlier run')
+    } catch (err) {
+      // A shared store that is down at start-up: serve what needs no store, report not ready
+      // (/readyz) until it answers, rather than fail to start and restart in a loop.
+      if (!isStoreUnavailable(err)) {
+        await mirror.close()
+        throw err
+      }
+      opts.log.error({ err }, 'the content store does not answer; not ready until it does')
+      mirror.storeFailed()
+    }
     mirror.flushTimer = setInterval(() => void mirror.flushAccess(), ACCESS_FLUSH_MS)
     mirror.flushTimer.unref()
     mirror.refreshCacheGauges()

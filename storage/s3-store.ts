@@ -80,7 +80,7 @@ export class S3Store implements ContentStore {
    * uploads that a crashed fill (of any replica) left behind.
    */
   async init(): Promise<{ removedTemporary: number }> {
-    await this.checkReady()
+    // Local leftovers first: they go even when the store is down at start-up.
     await mkdir(this.tuning.spoolDir, { recursive: true })
     let removed = 0
     for (const name of await readdir(this.tuning.spoolDir)) {
@@ -88,6 +88,7 @@ export class S3Store implements ContentStore {
       await rm(join(this.tuning.spoolDir, name), { force: true })
       removed++
     }
+    await this.checkReady()
     removed += await this.abortAbandonedUploads(this.abandonedUploadAgeMs)
     return { removedTemporary: removed }
   }

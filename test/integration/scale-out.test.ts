@@ -312,5 +312,12 @@ t.test('replicas on one shared bucket', { skip: missing ? `Ceph RADOS Gateway un
     )
     t.equal(await r3.metric('regcache_store_up'), 0, 'regcache_store_up is 0')
     t.ok((await r3.metric('regcache_store_errors_total')) >= 1, 'the failure is counted')
+
+    // A replica started while the store is down starts, and says it is not ready.
+    const late = await within(startRegcache({ upstreams, extra: storage() }), 30_000, 'starting a replica with the store down')
+    t.teardown(late.stop)
+    const lateReady = await request(`${late.url}/readyz`)
+    t.equal(lateReady.statusCode, 503, 'a replica started with the store down is not ready')
+    t.match(await lateReady.body.text(), /content store/)
   })
 })
