@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3'
+import { DeleteObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3'
 import t from 'tap'
 import { request } from 'undici'
 import { startChildRegcache } from '../helpers/child-regcache.js'
@@ -281,6 +281,36 @@ t.test('replicas on one shared bucket', { skip: missing ? `Ceph RADOS Gateway un
     t.teardown(() => d.stop())
     const pull = await d.docker(['pull', 'redir:v1'], 120_000)
     t.equal(pull.code, 0, `docker pulls through redirects\n${pull.stdout}${pull.stderr}\n${d.tail(30)}`)
+  })
+
+  await t.test('eviction in the shared bucket: one replica at a time, never what a replica is filling', async (t) => {
+    const img = await buildImage({ layers: [600_000, 600_000, 600_000], fill: 'random' })
+    t.teardown(img.remove)
+    await pushImage(img, hub.host, 'library/evict:v1')
+    const [a, b, c] = img.layerDigests as [string, string, string]
+    const lease = (name: string, body: string) => s3.send(new PutObjectCommand({ Bucket: rgw.bucket, Key: `${PREFIX}leases/${name}`, Body: body }))
+    const unlease = (name: string) => s3.send(new DeleteObjectCommand({ Bucket: rgw.bucket, Key: `${PREFIX}leases/${name}` }))
+    // Another replica is evicting: this one's passes are skipped until the lease is gone.
+    await lease('evictor', JSON.stringify({ owner: 'other-replica', token: 'x', expiresAt: Date.now() + 120_000 }))
+    const ev = await startRegcache({ upstreams, extra: { ...storage(), cache: { maxSize: '1MB' } } })
+    t.teardown(ev.stop)
+    for (const d of [a, b, c]) {
+      const r = await get(`${ev.url}/v2/library/evict/blobs/${d}`)
+      t.equal(r.digest, d)
+    }
+    t.equal(await ev.server.mirror.evictNow(), 0, 'no eviction while another replica holds the evictor lease')
+    for (const d of [a, b, c]) t.ok(await stored(d), `${d.slice(0, 19)} still stored`)
+
+    // The least recently used blob has a fill lease (a replica is about to publish it): kept.
+    await lease(a, JSON.stringify({ owner: 'other-replica', token: 'y', expiresAt: Date.now() + 120_000 }))
+    await unlease('evictor')
+    t.equal(await ev.server.mirror.evictNow(), 2, 'two blobs evicted to get under 90% of 1 MB')
+    t.ok(await stored(a), 'the blob with a fill lease is kept')
+    t.notOk(await stored(b), 'an unleased blob is evicted from the bucket')
+    t.notOk(await stored(c), 'and the next one')
+    await unlease(a)
+    const again = await get(`${r2.url}/v2/library/evict/blobs/${b}`)
+    t.equal(again.digest, b, 'the next request for it, on any replica, fetches it again')
   })
 
   await t.test('the store unreachable: a prompt 503 and /readyz not ready, never a hang', async (t) => {
