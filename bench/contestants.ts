@@ -53,6 +53,8 @@ export interface RegcacheProcOptions {
   /** Write a V8 CPU profile into this directory when the process exits (node --cpu-prof). */
   cpuProfDir?: string
   label?: string
+  /** More top-level configuration keys (storage, ...). */
+  extra?: Record<string, unknown>
 }
 
 /** `node dist/cli/main.js serve --config FILE`, as an operator would run it. */
@@ -69,6 +71,7 @@ export async function startRegcacheProc(opts: RegcacheProcOptions): Promise<Serv
         logLevel: 'warn',
         defaultUpstream: 'docker.io',
         upstreams: { 'docker.io': { url: opts.upstreamUrl, revalidate: { timeout: '2s', minInterval: 0 } } },
+        ...opts.extra,
       }),
     )
     const nodeArgs: string[] = []

@@ -17,6 +17,7 @@ import { startRegistry, type Registry } from '../test/helpers/registry.js'
 import { childrenOf, distributionBlobSize, startDistributionProxy, startNginx, startRegcacheProc, type Nginx, type Server } from './contestants.js'
 import { startThrottle } from './throttle.js'
 import { lazyLines, lazyTail, type TailTiming } from './lazy.js'
+import { objectStore, type ObjectStoreResult } from './object-store.js'
 import {
   BenchFailure,
   MB,
@@ -99,6 +100,7 @@ interface PullRuns {
 }
 
 const R = {
+  objectStore: undefined as ObjectStoreResult | undefined,
   warm1: { regcache: [] as number[], dist: [] as number[], ref: [] as number[] },
   warm8: { regcache: [] as number[], dist: [] as number[], ref: [] as number[] },
   warmHashed: {} as Partial<Record<Who, number>>,
@@ -723,6 +725,7 @@ async function report(elapsedS: number): Promise<string> {
   m['load generator'] = process.env.BENCH_LOAD === 'node' || !(await hasWrk()) ? 'undici (bench/load.ts)' : `wrk (${sh('sh', ['-c', 'wrk -v 2>&1 | head -1'])})`
   const out: string[] = []
   out.push(textTable(HEADER, rows))
+  if (R.objectStore) out.push('', R.objectStore.skipped ?? R.objectStore.table)
   process.stdout.write('\n' + out.join('\n') + '\n\n' + details() + '\n')
   if (failures.length) {
     process.stdout.write('\nFAILURES:\n' + failures.map((f) => `- [${f.section}] ${f.message}`).join('\n') + '\n')
@@ -740,6 +743,15 @@ async function report(elapsedS: number): Promise<string> {
     '',
     markdownTable(HEADER, rows),
     '',
+    ...(R.objectStore?.rows.length
+      ? [
+          markdownTable(
+            ['object store (7)', 'MB/s', 'regcache CPU s/GB', 'store CPU s/GB'],
+            R.objectStore.rows.map((r) => [r.variant, fmt(r.mbps), fmt(r.cpuPerGB, 2), fmt(r.storeCpuPerGB, 2)]),
+          ),
+          '',
+        ]
+      : []),
     '## What each figure means',
     '',
     MEANING,
@@ -822,6 +834,10 @@ async function main(): Promise<number> {
     } finally {
       await ctd.stop()
     }
+  })
+
+  await section('7. object store', async () => {
+    R.objectStore = await objectStore({ up, big, repo: BIG_REPO, runs: S.warm1Runs, clients: 3, defer })
   })
 
   const elapsed = (now() - t0) / 1000

@@ -2,7 +2,8 @@
 
 import { FSCK_USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
-import { BlobStore } from '../storage/blob-store.js'
+import { openContentBackend } from '../core/content-backend.js'
+import { isStoreUnavailable } from '../storage/store-unavailable.js'
 import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
 import { fsck } from '../core/fsck.js'
@@ -41,9 +42,19 @@ export async function fsckCommand(argv: string[]): Promise<number> {
   }
   const meta = new Metadata(dbPath(config.dataDir), { readonly: !repair })
   let lastReport = Date.now()
+  let backend
   try {
-    const report = await fsck(new BlobStore(config.dataDir), meta, {
+    backend = await openContentBackend(config)
+  } catch (err) {
+    meta.close()
+    lock?.release()
+    process.stderr.write(`regcache: fsck: ${(err as Error).message}\n`)
+    return 1
+  }
+  try {
+    const report = await fsck(backend.store, meta, {
       repair,
+      shared: backend.s3 !== undefined,
       onProblem: (kind, digest) => process.stdout.write(`${kind.padEnd(8)} ${digest}${repair ? ' (removed)' : ''}\n`),
       onProgress: (checked) => {
         if (Date.now() - lastReport < 5000) return
@@ -58,7 +69,12 @@ export async function fsckCommand(argv: string[]): Promise<number> {
       }\n`,
     )
     return problems > 0 && !values.repair ? 1 : 0
+  } catch (err) {
+    if (!isStoreUnavailable(err)) throw err
+    process.stderr.write(`regcache: fsck: ${err.message}; nothing was removed\n`)
+    return 1
   } finally {
+    backend.s3?.close()
     meta.close()
     lock?.release()
   }

@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml'
 import { configSchema, type ConfigFile, type PrefetchFile, type UpstreamFile } from './schema.js'
 import { isValidName, isValidTag, parseImageRef, repositoryFor } from '../oci/reference.js'
 import { parseDuration, parseSize } from './units.js'
+import type { S3StoreSettings } from '../storage/s3-settings.js'
 
 export type OnNotFound = 'passthrough' | 'serve'
 export type OnRollback = 'follow' | 'refuse'
@@ -60,10 +61,16 @@ export interface Config {
   readonly cache: { readonly maxSizeBytes?: number; readonly maxAgeMs?: number; readonly scrubMs: number }
   /** Ranges of blobs not cached yet: `rangeOnMiss` forward them upstream (at most `rangeForwards` per blob at once) or wait for the fill. */
   readonly blobs: { readonly rangeForwards: number; readonly rangeOnMiss: 'forward' | 'wait' }
+  /** Where content lives: files under dataDir (the default) or an S3 bucket shared by replicas. */
+  readonly storage: StorageConfig
   readonly tls?: { readonly certFile: string; readonly keyFile: string }
   readonly shutdownGraceMs: number
   readonly prefetch: readonly PrefetchConfig[]
 }
+
+export type StorageConfig =
+  | { readonly type: 'filesystem' }
+  | { readonly type: 's3'; readonly s3: Readonly<S3StoreSettings> & { readonly redirect: boolean; readonly redirectExpirySeconds: number; readonly leaseTtlMs: number } }
 
 export class ConfigError extends Error {
   readonly code = 'REGCACHE_CONFIG_INVALID'
@@ -208,6 +215,40 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
   }
   const maxAgeMs = doc.cache.maxAge !== undefined ? ms('cache.maxAge', doc.cache.maxAge, false) : undefined
 
+  let storage: StorageConfig = { type: 'filesystem' }
+  if (doc.storage.type === 's3') {
+    const s3 = doc.storage.s3
+    if (s3 === undefined) {
+      problems.push('storage.s3: expected the bucket settings (bucket, region, ...) since storage.type is s3')
+    } else {
+      if ((s3.accessKeyFile === undefined) !== (s3.secretKeyFile === undefined)) {
+        problems.push('storage.s3: accessKeyFile and secretKeyFile go together (or neither, for the SDK\'s usual credentials)')
+      }
+      storage = {
+        type: 's3',
+        s3: Object.freeze({
+          endpoint: s3.endpoint,
+          region: s3.region,
+          bucket: s3.bucket,
+          prefix: s3.prefix,
+          forcePathStyle: s3.forcePathStyle,
+          accessKeyFile: s3.accessKeyFile !== undefined ? path(s3.accessKeyFile) : undefined,
+          secretKeyFile: s3.secretKeyFile !== undefined ? path(s3.secretKeyFile) : undefined,
+          redirect: s3.redirect,
+          redirectExpirySeconds: Math.round(ms('storage.s3.redirectExpiry', s3.redirectExpiry) / 1000),
+          leaseTtlMs: ms('storage.s3.leaseTtl', s3.leaseTtl),
+        }),
+      }
+    }
+    if (storage.type === 's3' && storage.s3.leaseTtlMs < 1000) problems.push('storage.s3.leaseTtl: expected at least 1s')
+    // Presigned URLs live from one second to seven days (SigV4).
+    if (storage.type === 's3' && (storage.s3.redirectExpirySeconds < 1 || storage.s3.redirectExpirySeconds > 604_800)) {
+      problems.push('storage.s3.redirectExpiry: expected 1s to 7d')
+    }
+  } else if (doc.storage.s3 !== undefined) {
+    problems.push('storage.s3: set storage.type to s3 to use it (it is filesystem now)')
+  }
+
   const config: Config = {
     listen,
     dataDir: path(doc.dataDir),
@@ -216,6 +257,7 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
     upstreams: Object.freeze(upstreams),
     cache: Object.freeze({ maxSizeBytes, maxAgeMs, scrubMs: ms('cache.scrub', doc.cache.scrub, false) }),
     blobs: Object.freeze({ rangeForwards: doc.blobs.rangeForwards, rangeOnMiss: doc.blobs.rangeOnMiss }),
+    storage: Object.freeze(storage),
     tls: doc.tls ? Object.freeze({ certFile: path(doc.tls.certFile), keyFile: path(doc.tls.keyFile) }) : undefined,
     shutdownGraceMs: ms('shutdownGrace', doc.shutdownGrace),
     prefetch: Object.freeze(doc.prefetch.map((p, i) => resolvePrefetch(p, `prefetch[${i}]`, doc.defaultUpstream, upstreams, ms, problems))),
@@ -303,6 +345,9 @@ function describeError(e: ErrorObject): string {
     if (key.endsWith('maxSize')) return `${where}: expected a size like "50GiB" or "500MB" (got ${JSON.stringify(e.data)})`
     if (/tokenRealms\[\d+\]$/.test(key)) return `${where}: expected a host name like "auth.docker.io" (got ${JSON.stringify(e.data)})`
     if (/\.platforms\[\d+\]$/.test(key)) return `${where}: expected a platform like "linux/amd64" or "linux/arm64/v8" (got ${JSON.stringify(e.data)})`
+    if (key === 'storage.s3.endpoint') return `${where}: expected an http:// or https:// URL without a path (got ${JSON.stringify(e.data)})`
+    if (key === 'storage.s3.bucket') return `${where}: expected an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens; got ${JSON.stringify(e.data)})`
+    if (key === 'storage.s3.prefix') return `${where}: expected a key prefix ending in "/", like "prod/" (got ${JSON.stringify(e.data)})`
     if (key.endsWith('passwordEnv')) return `${where}: expected an environment variable name (got ${JSON.stringify(e.data)})`
     return `${where}: expected a duration like "2s", "5m" or "7d" (got ${JSON.stringify(e.data)})`
   }

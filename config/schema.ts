@@ -86,6 +86,26 @@ export const configSchema = Type.Object(
       rangeForwards: Type.Integer({ minimum: 1, default: 8 }),
       rangeOnMiss: Enum(['forward', 'wait'] as const, 'forward'),
     }),
+    storage: Section({
+      type: Enum(['filesystem', 's3'] as const, 'filesystem'),
+      s3: Type.Optional(
+        Type.Object(
+          {
+            endpoint: Type.Optional(Type.String({ pattern: '^https?://[^/\\s?#]+/?$' })),
+            region: Type.String({ minLength: 1, default: 'us-east-1' }),
+            bucket: Type.String({ pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$' }),
+            prefix: Type.String({ pattern: '^((?!\\.\\.?/)[A-Za-z0-9._-]+/)*$', default: '' }),
+            forcePathStyle: Type.Boolean({ default: false }),
+            accessKeyFile: Type.Optional(NonEmpty()),
+            secretKeyFile: Type.Optional(NonEmpty()),
+            redirect: Type.Boolean({ default: false }),
+            redirectExpiry: Duration({ default: '60s' }),
+            leaseTtl: Duration({ default: '30s' }),
+          },
+          { additionalProperties: false },
+        ),
+      ),
+    }),
     tls: Type.Optional(Type.Object({ certFile: NonEmpty(), keyFile: NonEmpty() }, { additionalProperties: false })),
     shutdownGrace: Duration({ default: '30s' }),
     prefetch: Type.Array(prefetchSchema, { default: [] }),

@@ -18,6 +18,7 @@ import { resolveRange, type RangeSpec } from './byte-range.js'
 import { RangeForwards, servedByFill, type ForwardedRange, type RangeOnMiss } from './range-forward.js'
 import { DigestMismatchError } from '../storage/blob-store.js'
 import type { Metadata } from '../storage/metadata.js'
+import type { ClusterFill } from './cluster-fill.js'
 
 export interface BlobResult {
   kind: 'blob'
@@ -27,6 +28,8 @@ export interface BlobResult {
   source: 'cache' | 'upstream'
   /** Bytes [start, end] inclusive. */
   open(start: number, end: number): Readable
+  /** Redirect mode: a short-lived URL where the client GETs the bytes (and ranges) from the store. */
+  redirect?: string
 }
 
 export interface BlobsOptions {
@@ -42,11 +45,15 @@ export interface BlobsOptions {
   scrubMs?: number
   /** Ranges of blobs not cached yet (blobs.rangeForwards, blobs.rangeOnMiss). */
   ranges?: { rangeForwards: number; rangeOnMiss: RangeOnMiss }
+  /** Shared object store: content other replicas stored, one filler per digest across replicas. */
+  cluster?: ClusterFill
+  /** Redirect mode: a presigned URL for stored content. */
+  presign?: (digest: string) => Promise<string>
 }
 
 export class Blobs {
   private readonly fills = new Map<string, Fill>()
-  private readonly starting = new SingleFlight<Fill>()
+  private readonly starting = new SingleFlight<Fill | { kind: 'stored'; size: number }>()
   /** Open reads of cached blobs, by digest: eviction leaves these alone. */
   private readonly serving = new Map<string, number>()
   private readonly upstreams: Upstreams
@@ -60,6 +67,8 @@ export class Blobs {
   private readonly scrubMs: number
   private readonly rangeOnMiss: RangeOnMiss
   private readonly forwards: RangeForwards
+  private readonly cluster?: ClusterFill
+  private readonly presign?: (digest: string) => Promise<string>
 
   constructor(deps: BlobsOptions) {
     ;({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log: this.log } = deps)
@@ -68,6 +77,8 @@ export class Blobs {
     this.scrubMs = deps.scrubMs ?? 0
     this.rangeOnMiss = deps.ranges?.rangeOnMiss ?? 'forward'
     this.forwards = new RangeForwards(deps.upstreams, deps.metrics, deps.ranges?.rangeForwards ?? 8)
+    this.cluster = deps.cluster
+    this.presign = deps.presign
   }
 
   /** Digests being filled or served now: eviction must leave them alone. */
@@ -109,7 +120,14 @@ export class Blobs {
         await this.drop(digest)
       } else if (linked || (await this.confirmUpstream(t, digest))) {
         this.meta.touch(digest)
-        return { kind: 'blob', digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.openCached(digest, size, s, e) }
+        return this.cached(digest, size, method, 'hit')
+      }
+    } else if (this.cluster) {
+      // Another replica may have stored it: the bucket is content, the link is still upstream's word.
+      const size = await this.cluster.storedSize(digest)
+      if (size !== undefined && (linked || (await this.confirmUpstream(t, digest)))) {
+        this.meta.putContent({ digest, size })
+        return this.cached(digest, size, method, 'hit')
       }
     }
     if (method === 'HEAD') return this.headUpstream(t, digest)
@@ -119,11 +137,22 @@ export class Blobs {
     const early = this.forwardEarly(t, digest, range, flight.promise)
     const [started, forwarded] = await Promise.all([flight.promise, early])
     if (forwarded) return forwarded
+    if (!(started instanceof Fill)) {
+      // Another replica downloaded it while this one waited.
+      if (!linked) await this.confirmUpstream(t, digest)
+      this.meta.putContent({ digest, size: started.size })
+      return this.cached(digest, started.size, method, 'coalesced')
+    }
     return this.fromFill(started, flight.joined ? 'coalesced' : 'miss')
   }
 
+  private async cached(digest: string, size: number, method: 'GET' | 'HEAD', outcome: CacheOutcome): Promise<BlobResult> {
+    const redirect = method === 'GET' && this.presign ? await this.presign(digest) : undefined
+    return { kind: 'blob', digest, size, outcome, source: 'cache', open: (s, e) => this.openCached(digest, size, s, e), redirect }
+  }
+
   /** A range on a miss, before the fill has a byte: one from the start is the fill's to serve. */
-  private forwardEarly(t: Target, digest: string, range: RangeSpec | undefined, fill: Promise<Fill>): Promise<ForwardedRange | undefined> | undefined {
+  private forwardEarly(t: Target, digest: string, range: RangeSpec | undefined, fill: Promise<{ size: number }>): Promise<ForwardedRange | undefined> | undefined {
     if (range === undefined || this.rangeOnMiss !== 'forward' || (range.kind === 'from' && range.start === 0)) return undefined
     return this.forwards.forwardEarly(t, digest, range, fill.then((f) => f.size))
   }
@@ -215,9 +244,22 @@ export class Blobs {
     }
   }
 
-  private async startFill(t: Target, digest: string): Promise<Fill> {
+  private async startFill(t: Target, digest: string): Promise<Fill | { kind: 'stored'; size: number }> {
     const existing = this.fills.get(digest)
     if (existing) return existing
+    const claim = this.cluster ? await this.cluster.claim(digest) : undefined
+    if (claim?.kind === 'stored') return claim
+    try {
+      const fill = await this.startLocalFill(t, digest)
+      if (claim) void fill.done.catch(() => {}).finally(() => claim.end())
+      return fill
+    } catch (err) {
+      await claim?.end()
+      throw err
+    }
+  }
+
+  private async startLocalFill(t: Target, digest: string): Promise<Fill> {
     const path = `blobs/${digest}`
     const first = await this.upstreams.call(t.upstream, { method: 'GET', repository: t.repository, path })
     if (first.status !== 200) {

@@ -3,6 +3,7 @@
 // internal errors). Failures from other layers become RegistryErrors here and nowhere else.
 
 import { UpstreamUnreachableError, destinationRefusal } from '../upstream/errors.js'
+import { StoreUnavailableError } from '../storage/store-unavailable.js'
 
 export const ERROR_CODES = {
   BLOB_UNKNOWN: { status: 404, message: 'blob unknown to registry' },
@@ -89,5 +90,10 @@ export function toRegistryError(err: unknown): RegistryError {
   const refused = destinationRefusal(err)
   if (refused) return new RegistryError('UPSTREAM_ERROR', refused.message, { cause: err })
   if (err instanceof UpstreamUnreachableError) return new RegistryError('UNAVAILABLE', `upstream ${err.upstream} unavailable (${err.failure})`, { cause: err })
+  // The store's own message names the operation and status, never a key or URL with credentials.
+  if (err instanceof StoreUnavailableError) return new RegistryError('UNAVAILABLE', `content store unavailable: ${err.message}`, {
+      cause: err,
+      headers: { 'retry-after': '5' },
+    })
   return new RegistryError('UNKNOWN', undefined, { cause: err })
 }

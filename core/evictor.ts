@@ -2,6 +2,8 @@
 // request path: when stored bytes exceed the limit (the high watermark) it removes whole blobs,
 // least recently used first, until they are under the low watermark (90% of the limit). A blob
 // being filled or served is never evicted. An evicted blob is a miss next time, fetched again.
+// With a store shared by replicas (core/shared-eviction.ts) one replica evicts at a time and
+// never what any replica is filling.
 
 import type { Logger } from 'pino'
 import type { ContentStore } from '../storage/content-store.js'
@@ -28,6 +30,10 @@ export interface EvictorOptions {
   busy: () => ReadonlySet<string>
   /** Called for each evicted digest, so in-memory copies are dropped too. */
   onEvicted?: (digest: string) => void
+  /** Shared store: runs a pass only while no other replica runs one (undefined: skipped). */
+  exclusive?: <T>(pass: () => Promise<T>) => Promise<T | undefined>
+  /** Shared store: false for content another replica is filling. */
+  mayRemove?: (digest: string) => Promise<boolean>
 }
 
 export class Evictor {
@@ -88,6 +94,11 @@ export class Evictor {
   }
 
   private async run(): Promise<number> {
+    if (!this.opts.exclusive) return this.pass()
+    return (await this.opts.exclusive(() => this.pass())) ?? 0
+  }
+
+  private async pass(): Promise<number> {
     // Pending last-access times decide the LRU order: written in slices, never one long block.
     while (this.meta.pendingAccessCount > 0) {
       this.meta.flushAccess(FLUSH_SLICE)
@@ -98,7 +109,12 @@ export class Evictor {
     // then on), then the files. Busy digests are re-read for every page, skipped, not waited for.
     const evictPage = async (rows: { digest: string; size: number }[], why: string): Promise<{ removed: number; skipped: number; bytes: number }> => {
       const busy = this.opts.busy()
-      const victims = rows.filter((r) => !busy.has(r.digest))
+      let victims = rows.filter((r) => !busy.has(r.digest))
+      const mayRemove = this.opts.mayRemove
+      if (mayRemove) {
+        const allowed = await Promise.all(victims.map((r) => mayRemove(r.digest)))
+        victims = victims.filter((_, i) => allowed[i])
+      }
       this.meta.deleteContents(victims.map((r) => r.digest))
       for (const r of victims) {
         await this.store.remove(r.digest)

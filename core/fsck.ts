@@ -4,6 +4,7 @@
 
 import type { ContentStore } from '../storage/content-store.js'
 import type { Metadata } from '../storage/metadata.js'
+import { isStoreUnavailable } from '../storage/store-unavailable.js'
 
 export interface FsckReport {
   checked: number
@@ -24,6 +25,11 @@ export interface FsckOptions {
   onProblem?: (kind: 'corrupt' | 'orphaned' | 'missing', digest: string) => void
   /** Called after every blob with the number checked so far. */
   onProgress?: (checked: number) => void
+  /**
+   * The store is shared by replicas (an S3 bucket): content this replica's index does not list
+   * was stored by another one, so it is neither reported as orphaned nor removed.
+   */
+  shared?: boolean
 }
 
 const DIGEST_NAME = /^sha(256:[a-f0-9]{64}|512:[a-f0-9]{128})$/
@@ -35,7 +41,9 @@ export async function fsck(store: ContentStore, meta: Metadata, opts: FsckOption
     let good = false
     try {
       good = DIGEST_NAME.test(digest) && (await store.verify(digest))
-    } catch {
+    } catch (err) {
+      // A store that cannot be reached says nothing about the content: fsck stops, removes nothing.
+      if (isStoreUnavailable(err)) throw err
       good = false
     }
     report.checked++
@@ -46,7 +54,7 @@ export async function fsck(store: ContentStore, meta: Metadata, opts: FsckOption
         await store.remove(digest)
         meta.deleteContent(digest)
       }
-    } else if (!meta.getContent(digest)) {
+    } else if (!opts.shared && !meta.getContent(digest)) {
       report.orphaned.push(digest)
       opts.onProblem?.('orphaned', digest)
       if (opts.repair) await store.remove(digest)

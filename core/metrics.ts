@@ -107,6 +107,21 @@ export class Metrics {
     labelNames: ['result'],
     registers: [this.registry],
   })
+  readonly storeUp = new Gauge({
+    name: 'regcache_store_up',
+    help: 'Whether the content store answered its last readiness check (1) or not (0).',
+    registers: [this.registry],
+  })
+  readonly storeErrors = new Counter({
+    name: 'regcache_store_errors_total',
+    help: 'Requests answered 503 because the content store could not be reached.',
+    registers: [this.registry],
+  })
+  readonly redirects = new Counter({
+    name: 'regcache_blob_redirects_total',
+    help: 'Blob GETs answered with a presigned URL of the object store (redirect mode).',
+    registers: [this.registry],
+  })
 
   readonly prefetches = new Counter({
     name: 'regcache_prefetch_total',

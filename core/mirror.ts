@@ -5,8 +5,8 @@
 import type { Logger } from 'pino'
 import { access, constants } from 'node:fs/promises'
 import type { Config, UpstreamConfig } from '../config/config.js'
-import { BlobStore } from '../storage/blob-store.js'
 import type { ContentStore } from '../storage/content-store.js'
+import { isStoreUnavailable } from '../storage/store-unavailable.js'
 import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
 import { DataDirLock } from '../storage/data-lock.js'
@@ -14,6 +14,10 @@ import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js'
 import { headerValue } from '../upstream/headers.js'
 import { acceptHeader } from '../oci/media-types.js'
 import { Blobs, type BlobResult } from './blobs.js'
+import { ClusterFill } from './cluster-fill.js'
+import { openContentBackend, type ContentBackend } from './content-backend.js'
+import { SharedEviction } from './shared-eviction.js'
+import { StoreReadiness } from './store-readiness.js'
 import { Evictor } from './evictor.js'
 import type { RangeSpec } from './byte-range.js'
 import type { ForwardedRange } from './range-forward.js'
@@ -48,6 +52,8 @@ export class Mirror {
   readonly startedAt = Date.now()
   private readonly meta: Metadata
   private readonly store: ContentStore
+  private readonly backend: ContentBackend
+  private readonly storeReadiness: StoreReadiness
   private readonly upstreams: Upstreams
   private readonly upstreamNames: ReadonlySet<string>
   private readonly manifests: Manifests
@@ -63,10 +69,14 @@ export class Mirror {
   private constructor(
     private readonly config: Config,
     private readonly log: Logger,
+    backend: ContentBackend,
     clientFactory?: MirrorOptions['clientFactory'],
     stores?: MirrorOptions['stores'],
   ) {
-    this.store = stores?.store ?? new BlobStore(config.dataDir)
+    this.backend = backend
+    this.store = backend.store
+    this.storeReadiness = new StoreReadiness(backend.s3, this.metrics)
+    const shared = backend.s3 ? new SharedEviction(backend.s3, log) : undefined
     this.meta = stores?.meta ?? new Metadata(dbPath(config.dataDir))
     this.upstreams = new Upstreams({ config, metrics: this.metrics, log, clientFactory })
     this.upstreamNames = new Set(this.upstreams.all().map((u) => u.name))
@@ -91,6 +101,8 @@ export class Mirror {
       maxAgeMs: config.cache.maxAgeMs,
       busy: () => blobs?.busy() ?? new Set(),
       onEvicted: (digest) => this.manifests.forget(digest),
+      exclusive: shared && ((pass) => shared.exclusive(pass)),
+      mayRemove: shared && ((digest) => shared.mayRemove(digest)),
     })
     blobs = new Blobs({
       upstreams: this.upstreams,
@@ -102,6 +114,8 @@ export class Mirror {
       onDropped: (digest) => this.manifests.forget(digest),
       scrubMs: config.cache.scrubMs,
       ranges: config.blobs,
+      cluster: backend.s3 && new ClusterFill(backend.s3, log),
+      presign: backend.presign,
     })
     this.blobs = blobs
     this.scrubber = new Scrubber({
@@ -109,7 +123,8 @@ export class Mirror {
       store: this.store,
       metrics: this.metrics,
       log,
-      cycleMs: config.cache.scrubMs,
+      // A shared bucket is re-hashed by `regcache fsck`, not by every replica on its own.
+      cycleMs: backend.s3 ? 0 : config.cache.scrubMs,
       busy: () => blobs.busy(),
       onDropped: (digest) => this.manifests.forget(digest),
     })
@@ -131,14 +146,25 @@ export class Mirror {
     const lock = DataDirLock.acquire(opts.config.dataDir)
     let mirror: Mirror
     try {
-      mirror = new Mirror(opts.config, opts.log, opts.clientFactory, opts.stores)
+      mirror = new Mirror(opts.config, opts.log, opts.stores ? { store: opts.stores.store } : await openContentBackend(opts.config), opts.clientFactory, opts.stores)
     } catch (err) {
       lock.release()
       throw err
     }
     mirror.lock = lock
-    const { removedTemporary } = await mirror.store.init()
-    if (removedTemporary > 0) opts.log.warn({ removedTemporary }, 'removed unfinished downloads left by an earlier run')
+    try {
+      const { removedTemporary } = await mirror.store.init()
+      if (removedTemporary > 0) opts.log.warn({ removedTemporary }, 'removed unfinished downloads left by an earlier run')
+    } catch (err) {
+      // A shared store that is down at start-up: serve what needs no store, report not ready
+      // (/readyz) until it answers, rather than fail to start and restart in a loop.
+      if (!isStoreUnavailable(err)) {
+        await mirror.close()
+        throw err
+      }
+      opts.log.error({ err }, 'the content store does not answer; not ready until it does')
+      mirror.storeFailed()
+    }
     mirror.flushTimer = setInterval(() => void mirror.flushAccess(), ACCESS_FLUSH_MS)
     mirror.flushTimer.unref()
     mirror.refreshCacheGauges()
@@ -162,16 +188,38 @@ export class Mirror {
 
   manifestByTag(t: Target, tag: string, accept: string | string[] | undefined): Promise<ManifestResult> {
     this.sampler.countPull(t.upstream.name, t.repository, tag)
-    return this.manifests.byTag(t, tag, accept)
+    return this.countStoreFailure(this.manifests.byTag(t, tag, accept))
   }
 
   manifestByDigest(t: Target, digest: string, accept: string | string[] | undefined): Promise<ManifestResult> {
-    return this.manifests.byDigest(t, digest, accept)
+    return this.countStoreFailure(this.manifests.byDigest(t, digest, accept))
+  }
+
+  private async countStoreFailure<T>(p: Promise<T>): Promise<T> {
+    try {
+      return await p
+    } catch (err) {
+      if (isStoreUnavailable(err)) this.storeFailed()
+      throw err
+    }
   }
 
   /** A blob, or for a GET with a single Range of a blob not cached yet, that range from upstream. */
-  blob(t: Target, digest: string, method: 'GET' | 'HEAD', range?: RangeSpec): Promise<BlobResult | ForwardedRange> {
-    return this.blobs.get(t, digest, method, range)
+  async blob(t: Target, digest: string, method: 'GET' | 'HEAD', range?: RangeSpec): Promise<BlobResult | ForwardedRange> {
+    try {
+      const result = await this.blobs.get(t, digest, method, range)
+      if (result.kind === 'blob' && result.redirect !== undefined) this.metrics.redirects.inc()
+      return result
+    } catch (err) {
+      if (isStoreUnavailable(err)) this.storeFailed()
+      throw err
+    }
+  }
+
+  /** A request failed on the store: counted, and /readyz looks again instead of using its cached answer. */
+  private storeFailed(): void {
+    this.metrics.storeErrors.inc()
+    this.storeReadiness.forget()
   }
 
   /** tags/list and referrers: not cached, passed through with the client's Accept. */
@@ -231,6 +279,8 @@ export class Mirror {
     } catch (err) {
       problems.push(`data directory: ${(err as Error).message}`)
     }
+    const store = await this.storeReadiness.problem()
+    if (store !== undefined) problems.push(`content store: ${store}`)
     return problems
   }
 
@@ -274,6 +324,7 @@ export class Mirror {
     this.scrubber.stop()
     await this.upstreams.close()
     this.meta.close()
+    this.backend.s3?.close()
     this.lock?.release()
   }
 
@@ -291,6 +342,11 @@ export class Mirror {
     } finally {
       this.flushing = false
     }
+  }
+
+  /** Where content lives, for /api/status and logs. */
+  get storageType(): 'filesystem' | 's3' {
+    return this.backend.s3 ? 's3' : 'filesystem'
   }
 
   private refreshCacheGauges(): void {

@@ -3,6 +3,7 @@
 //
 //   <prefix>blobs/sha256/ab/ab12…ef   content named by its digest (layers, configs, manifests)
 //   <prefix>leases/sha256:ab12…ef     who is filling that digest right now, and until when
+//   <prefix>leases/evictor            which replica runs eviction of the shared store now
 //
 // Keys are built only from digests that passed DIGEST_PATTERN, so no hostile name can reach
 // outside the prefix.
@@ -41,7 +42,14 @@ export function digestOfKey(prefix: string, key: string): string | undefined {
   return digest
 }
 
-export function leaseKey(prefix: string, digest: string): string {
-  checkDigest(digest)
-  return `${prefix}leases/${digest}`
+/** The one lease that is not a digest's: eviction runs on one replica at a time. */
+export const EVICTOR_LEASE = 'evictor'
+
+export function leaseKey(prefix: string, name: string): string {
+  if (name !== EVICTOR_LEASE) checkDigest(name)
+  return `${prefix}leases/${name}`
+}
+
+export function leasesPrefix(prefix: string): string {
+  return `${prefix}leases/`
 }

@@ -80,7 +80,7 @@ export class S3Store implements ContentStore {
    * uploads that a crashed fill (of any replica) left behind.
    */
   async init(): Promise<{ removedTemporary: number }> {
-    await this.checkReady()
+    // Local leftovers first: they go even when the store is down at start-up.
     await mkdir(this.tuning.spoolDir, { recursive: true })
     let removed = 0
     for (const name of await readdir(this.tuning.spoolDir)) {
@@ -88,6 +88,7 @@ export class S3Store implements ContentStore {
       await rm(join(this.tuning.spoolDir, name), { force: true })
       removed++
     }
+    await this.checkReady()
     removed += await this.abortAbandonedUploads(this.abandonedUploadAgeMs)
     return { removedTemporary: removed }
   }
@@ -241,8 +242,9 @@ export class S3Store implements ContentStore {
     })
   }
 
-  /** Multipart uploads in progress under the content prefix (by any replica). */
-  async *multipartUploads(): AsyncGenerator<MultipartUploadInfo> {
+  /** Multipart uploads in progress under the content prefix (by any replica), or of one digest's key. */
+  async *multipartUploads(digest?: string): AsyncGenerator<MultipartUploadInfo> {
+    const prefix = digest === undefined ? blobsPrefix(this.prefix) : blobKey(this.prefix, digest)
     let keyMarker: string | undefined
     let uploadIdMarker: string | undefined
     for (;;) {
@@ -251,7 +253,7 @@ export class S3Store implements ContentStore {
         res = await this.client.send(
           new ListMultipartUploadsCommand({
             Bucket: this.bucket,
-            Prefix: blobsPrefix(this.prefix),
+            Prefix: prefix,
             KeyMarker: keyMarker,
             UploadIdMarker: uploadIdMarker,
           }),
@@ -261,6 +263,7 @@ export class S3Store implements ContentStore {
       }
       for (const u of res.Uploads ?? []) {
         if (u.Key === undefined || u.UploadId === undefined) continue
+        if (digest !== undefined && u.Key !== prefix) continue
         yield { key: u.Key, uploadId: u.UploadId, digest: digestOfKey(this.prefix, u.Key), initiated: u.Initiated }
       }
       if (!res.IsTruncated) return
@@ -287,6 +290,27 @@ export class S3Store implements ContentStore {
     }
     let aborted = 0
     for (const u of abandoned) {
+      try {
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.key, UploadId: u.uploadId }))
+        aborted++
+      } catch (err) {
+        if (!isNotFound(err)) throw unavailable(err, 'aborting a leftover multipart upload')
+      }
+    }
+    return aborted
+  }
+
+  /**
+   * Aborts the uploads of `digest` begun before `initiatedBefore`: called by a replica that just
+   * took the digest's fill lease, so they can only be leftovers of a filler that died.
+   */
+  async abortUploadsOf(digest: string, initiatedBefore: Date): Promise<number> {
+    const stale: MultipartUploadInfo[] = []
+    for await (const u of this.multipartUploads(digest)) {
+      if (u.initiated !== undefined && u.initiated.getTime() < initiatedBefore.getTime()) stale.push(u)
+    }
+    let aborted = 0
+    for (const u of stale) {
       try {
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.key, UploadId: u.uploadId }))
         aborted++

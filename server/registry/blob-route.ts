@@ -18,6 +18,8 @@ export async function serveBlob(mirror: Mirror, name: string, digest: string, re
   if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`)
   const blob = await mirror.blob(target, digest, head ? 'HEAD' : 'GET', head ? undefined : parseRangeSpec(req.headers.range))
   outcome.cache = blob.outcome
+  // Redirect mode: the store serves the bytes (and ranges) itself, from a URL that expires soon.
+  if (blob.kind === 'blob' && blob.redirect !== undefined && !head) return reply.code(307).header('location', blob.redirect).header('cache-control', 'no-store').send()
   reply
     .header('content-type', 'application/octet-stream')
     .header('docker-content-digest', blob.digest)
