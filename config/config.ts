@@ -6,6 +6,8 @@ import { isAbsolute, resolve, dirname } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { parse as parseYaml } from 'yaml'
 import { configSchema, type ConfigFile, type UpstreamFile } from './schema.js'
+import { DEFAULT_ANONYMOUS, type AuthConfig, type CredentialMode, type AuthorizationWindows } from '../auth/config.js'
+import { rulesProblems } from '../auth/rules.js'
 import { parseDuration, parseSize } from './units.js'
 
 export type OnNotFound = 'passthrough' | 'serve'
@@ -25,6 +27,10 @@ export interface UpstreamConfig {
   readonly onRollback: OnRollback
   readonly down: { readonly failures: number; readonly probeIntervalMs: number }
   readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyMs: number }
+  /** Whose credentials go upstream: the ones configured here (`mirror`) or each client's own (`client`). */
+  readonly credentials: CredentialMode
+  /** For `credentials: client`: how long upstream's "yes" is trusted, normally and during an outage. */
+  readonly authorization: AuthorizationWindows
 }
 
 export interface Config {
@@ -37,6 +43,8 @@ export interface Config {
   readonly cache: { readonly maxSizeBytes?: number; readonly maxAgeMs?: number; readonly scrubMs: number }
   readonly tls?: { readonly certFile: string; readonly keyFile: string }
   readonly shutdownGraceMs: number
+  /** Client authentication; absent: no client is asked for credentials. htpasswd is an absolute path. */
+  readonly auth?: AuthConfig
 }
 
 export class ConfigError extends Error {
@@ -158,7 +166,18 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
         headersMs: ms(`${key}.timeouts.headers`, u.timeouts.headers),
         bodyMs: ms(`${key}.timeouts.body`, u.timeouts.body),
       }),
+      credentials: u.credentials,
+      authorization: Object.freeze({
+        recheckMs: ms(`${key}.authorization.recheck`, u.authorization.recheck),
+        offlineMs: ms(`${key}.authorization.offline`, u.authorization.offline, false),
+      }),
     })
+    if (u.credentials === 'client' && (u.username !== undefined || u.passwordFile !== undefined || u.passwordEnv !== undefined)) {
+      problems.push(`${key}: credentials is "client", so each client's own credentials go upstream; remove username/passwordFile/passwordEnv`)
+    }
+    if (u.credentials === 'client' && upstreams[name].authorization.recheckMs === 0) {
+      problems.push(`${key}.authorization.recheck: expected a duration above 0 (0 would ask upstream before every request)`)
+    }
     if (upstreams[name].revalidate.timeoutMs === 0) problems.push(`${key}.revalidate.timeout: expected a duration above 0`)
   }
   if (!(doc.defaultUpstream in upstreams)) {
@@ -177,6 +196,17 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
   }
   const maxAgeMs = doc.cache.maxAge !== undefined ? ms('cache.maxAge', doc.cache.maxAge, false) : undefined
 
+  let auth: AuthConfig | undefined
+  if (doc.auth !== undefined) {
+    const rules = doc.auth.rules?.map((r) => Object.freeze({ users: Object.freeze([...r.users]), upstreams: Object.freeze([...r.upstreams]), repositories: Object.freeze([...r.repositories]) }))
+    if (rules !== undefined) problems.push(...rulesProblems(rules, Object.keys(upstreams)))
+    auth = Object.freeze({
+      htpasswd: doc.auth.htpasswd !== undefined ? path(doc.auth.htpasswd) : undefined,
+      anonymous: doc.auth.anonymous ?? DEFAULT_ANONYMOUS,
+      rules: rules !== undefined ? Object.freeze(rules) : undefined,
+    })
+  }
+
   const config: Config = {
     listen,
     dataDir: path(doc.dataDir),
@@ -186,6 +216,7 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
     cache: Object.freeze({ maxSizeBytes, maxAgeMs, scrubMs: ms('cache.scrub', doc.cache.scrub, false) }),
     tls: doc.tls ? Object.freeze({ certFile: path(doc.tls.certFile), keyFile: path(doc.tls.keyFile) }) : undefined,
     shutdownGraceMs: ms('shutdownGrace', doc.shutdownGrace),
+    auth,
   }
   if (problems.length > 0) throw new ConfigError(source, problems)
   return Object.freeze(config)

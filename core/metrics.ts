@@ -86,6 +86,18 @@ export class Metrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   })
+  readonly authFailures = new Counter({
+    name: 'regcache_auth_failures_total',
+    help: 'Requests refused for their credentials or throttled, by reason (bad-credentials, anonymous-off, throttled, upstream-rejected, invalid-*).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  })
+  readonly clientRechecks = new Counter({
+    name: 'regcache_client_rechecks_total',
+    help: 'For upstreams with credentials: client, times upstream was asked whether a client may read a repository, by outcome.',
+    labelNames: ['upstream', 'outcome'] as const,
+    registers: [this.registry],
+  })
   readonly cacheBytes = new Gauge({ name: 'regcache_cache_bytes', help: 'Bytes of content stored.', registers: [this.registry] })
   readonly cacheLimit = new Gauge({ name: 'regcache_cache_limit_bytes', help: 'cache.maxSize, 0 when unbounded.', registers: [this.registry] })
   readonly cacheBlobs = new Gauge({ name: 'regcache_cache_blobs', help: 'Blobs and manifests stored.', registers: [this.registry] })

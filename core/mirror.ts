@@ -12,7 +12,9 @@ import { DataDirLock } from '../storage/data-lock.js'
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js'
 import { headerValue } from '../upstream/headers.js'
 import { acceptHeader } from '../oci/media-types.js'
+import type { BasicCredentials } from '../auth/basic.js'
 import { Blobs, type BlobResult } from './blobs.js'
+import { ClientAccess } from './client-access.js'
 import { Evictor } from './evictor.js'
 import { Scrubber } from './scrub.js'
 import { errorForUpstreamStatus } from './errors.js'
@@ -47,6 +49,8 @@ export class Mirror {
   private readonly blobs: Blobs
   private readonly evictor: Evictor
   private readonly scrubber: Scrubber
+  /** Per upstream with `credentials: client`: whose credentials upstream accepted, for what. */
+  private readonly clientAccess = new Map<string, ClientAccess>()
   private flushTimer?: NodeJS.Timeout
   private lock?: DataDirLock
   private flushing = false
@@ -60,6 +64,9 @@ export class Mirror {
     this.meta = new Metadata(dbPath(config.dataDir))
     this.upstreams = new Upstreams({ config, metrics: this.metrics, log, clientFactory })
     this.upstreamNames = new Set(this.upstreams.all().map((u) => u.name))
+    for (const up of this.upstreams.all()) {
+      if (up.config.credentials === 'client') this.clientAccess.set(up.name, new ClientAccess({ upstream: up, upstreams: this.upstreams, metrics: this.metrics, log }))
+    }
     this.manifests = new Manifests({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log })
     // Evictor and Blobs need each other: eviction skips what blobs are busy with, and a finished
     // fill may push the cache over its limit.
@@ -124,6 +131,22 @@ export class Mirror {
     return { target: { upstream: this.upstreams.get(selection.upstream) as Upstream, repository: selection.repository }, selection }
   }
 
+  /**
+   * The target a request with these client credentials may be served with. For an upstream with
+   * `credentials: client` this asks upstream (or trusts its recent answer) and throws 401/403/503
+   * when the credentials may not read the repository; otherwise the target is returned as it is
+   * (access rules are checked before, in the server).
+   */
+  authorize(t: Target, credentials: BasicCredentials | undefined): Promise<Target> {
+    const access = this.clientAccess.get(t.upstream.name)
+    return access === undefined ? Promise.resolve(t) : access.authorize(t, credentials)
+  }
+
+  /** Whose credentials go to this upstream. */
+  credentialMode(upstream: string): 'mirror' | 'client' {
+    return this.clientAccess.has(upstream) ? 'client' : 'mirror'
+  }
+
   /** Upstream's URL for a path under the target's repository (Link headers are rewritten from it). */
   upstreamUrl(t: Target, path: string): URL {
     return t.upstream.client.url(t.repository, path)
@@ -169,6 +192,7 @@ export class Mirror {
       metrics: this.metrics,
       fillsInFlight: this.blobs.fillCount,
       limitBytes: this.config.cache.maxSizeBytes,
+      authEnabled: this.config.auth !== undefined,
     })
   }
 

@@ -13,7 +13,11 @@ export interface Status {
     consecutiveFailures: number
     lastFailure?: { at: number; reason: string }
     rateLimit?: { limit?: string; remaining?: string; at: number }
+    /** Whose credentials go upstream: the configured ones (`mirror`) or each client's own (`client`). */
+    credentials: 'mirror' | 'client'
   }[]
+  /** Whether clients are asked for credentials (an `auth:` section is configured). */
+  auth: { enabled: boolean }
   cache: { bytes: number; limitBytes: number | null; blobs: number; fillsInFlight: number }
   requests: { total: number; fromCache: number; hitRatio: number | null; byOutcome: Record<string, number> }
   recentChanges: HistoryEvent[]
@@ -29,6 +33,7 @@ export interface StatusSources {
   metrics: Metrics
   fillsInFlight: number
   limitBytes: number | undefined
+  authEnabled: boolean
 }
 
 export async function statusOf(s: StatusSources): Promise<Status> {
@@ -51,7 +56,9 @@ export async function statusOf(s: StatusSources): Promise<Status> {
       consecutiveFailures: u.health.consecutiveFailures,
       lastFailure: u.health.lastFailure,
       rateLimit: u.client.rateLimit,
+      credentials: u.config.credentials,
     })),
+    auth: { enabled: s.authEnabled },
     cache: { bytes: totals.bytes, limitBytes: s.limitBytes ?? null, blobs: totals.count, fillsInFlight: s.fillsInFlight },
     requests: { total, fromCache, hitRatio: total > 0 ? fromCache / total : null, byOutcome },
     recentChanges: recent.filter((e) => e.type === 'changed' || e.type === 'first_seen').slice(0, 25),

@@ -28,7 +28,8 @@ export const STATUS_PAGE = `<!doctype html>
 </div>
 
 <h2>Upstreams</h2>
-<table id="upstreams"><thead><tr><th>Registry</th><th>URL</th><th>State</th><th>Last failure</th><th>Rate limit</th></tr></thead><tbody></tbody></table>
+<p id="auth" class="muted"></p>
+<table id="upstreams"><thead><tr><th>Registry</th><th>URL</th><th>State</th><th>Credentials upstream</th><th>Last failure</th><th>Rate limit</th></tr></thead><tbody></tbody></table>
 
 <h2>Recent digest changes</h2>
 <table id="changes"><thead><tr><th>When</th><th>Image</th><th>Event</th><th>Digest</th><th>Was</th></tr></thead><tbody></tbody></table>
@@ -61,7 +62,9 @@ async function refresh() {
   $('requests').textContent = s.requests.fromCache + ' of ' + s.requests.total + ' requests from cache'
   $('blobs').textContent = s.cache.blobs
   $('fills').textContent = s.cache.fillsInFlight + ' downloads in progress'
+  $('auth').textContent = s.auth.enabled ? 'Client authentication is on.' : 'Client authentication is off: every client may pull.'
   rows($('upstreams').tBodies[0], s.upstreams, (u) => [esc(u.name), '<code>' + esc(u.url) + '</code>', '<span class="' + u.state + '">' + u.state + '</span>',
+    u.credentials === 'client' ? "each client's own" : "regcache's",
     u.lastFailure ? esc(u.lastFailure.reason) + ' at ' + when(u.lastFailure.at) : '', u.rateLimit ? rate(u.rateLimit) : ''])
   rows($('changes').tBodies[0], s.recentChanges, (e) => [when(e.at), image(e), '<span class="' + e.type + '">' + e.type + '</span>', short(e.digest), short(e.previousDigest)])
   rows($('problems').tBodies[0], s.recentProblems, (e) => [when(e.lastAt), image(e), '<span class="' + e.type + '">' + e.type + (e.count > 1 ? ' ×' + e.count : '') + '</span>', short(e.digest), esc(e.detail)])
