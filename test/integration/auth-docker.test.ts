@@ -89,7 +89,7 @@ t.test('docker and a mirror that asks for credentials', { skip: missing ? `docke
     const config = join(dirname(d.socket), 'cli-config')
     await mkdir(config, { recursive: true })
     const auth = Buffer.from('dave:dave-Pa55').toString('base64')
-    await writeFile(join(config, 'config.json'), JSON.stringify({ auths: { 'https://index.docker.io/v1/': { auth }, [rc.host]: { auth } } }))
+    await writeFile(join(config, 'config.json'), JSON.stringify({ auths: { 'https://index.docker.io/v1/': { auth } } }))
     const pull = await d.docker(['pull', 'hello:1'], 90_000)
     const seenNow = await requests()
     t.comment(`docker pull hello:1 with Docker Hub credentials: exit ${pull.code}; regcache saw ${JSON.stringify(seenNow)}`)
@@ -98,6 +98,8 @@ t.test('docker and a mirror that asks for credentials', { skip: missing ? `docke
   })
 
   await t.test('the mirror by name, with credentials for its host', async (t) => {
+    const auth = Buffer.from('dave:dave-Pa55').toString('base64')
+    await writeFile(join(dirname(d.socket), 'cli-config', 'config.json'), JSON.stringify({ auths: { [rc.host]: { auth } } }))
     await d.docker(['rmi', '-f', 'hello:1'])
     const pull = await d.docker(['pull', `${rc.host}/docker.io/library/hello:1`], 90_000)
     const seenNow = await requests()
