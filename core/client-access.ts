@@ -35,8 +35,14 @@ export interface ClientAccessOptions {
   log: Logger
 }
 
-/** How long the token service's refusal of a set of credentials is remembered (so 403 is not said to a wrong password). */
+/**
+ * How long the token service's refusal of a set of credentials is remembered: a wrong password is
+ * answered 401 without asking upstream again (a corrected password is other credentials, with a
+ * key of its own).
+ */
 const REJECTED_MS = 60_000
+/** Longest a "no" for (credentials, repository) is remembered, so that a refused client does not cost upstream two requests per request. */
+const DENIED_MAX_MS = 30_000
 
 export class ClientAccess {
   readonly state: ClientCredentials
@@ -46,6 +52,8 @@ export class ClientAccess {
   private readonly log: Logger
   /** Credentials the token service refused lately (keys only). */
   private readonly rejected: LRUCache<ClientKey, true>
+  /** Recent "no"s per (credentials, repository). */
+  private readonly denied: LRUCache<string, true>
   /** Token requests in flight per (client, scope): one for all of a client's concurrent requests. */
   private readonly tokenFetches = new Map<string, Promise<string>>()
 
@@ -56,6 +64,7 @@ export class ClientAccess {
     this.log = opts.log.child({ upstream: opts.upstream.name })
     this.state = new ClientCredentials({ authorization: opts.upstream.config.authorization })
     this.rejected = new LRUCache({ max: 10_000, ttl: REJECTED_MS })
+    this.denied = new LRUCache({ max: 10_000, ttl: Math.max(1, Math.min(DENIED_MAX_MS, opts.upstream.config.authorization.recheckMs)) })
   }
 
   /**
@@ -68,6 +77,8 @@ export class ClientAccess {
     const down = this.up.health.isDown
     const now = down ? this.state.accessOffline(key, repository) : this.state.access(key, repository)
     if (now.serve) return this.bind(t, now.public ? undefined : credentials)
+    if (key !== ANONYMOUS_KEY && this.rejected.has(key)) throw new CredentialsRejectedError()
+    if (!down && this.denied.has(`${key}\n${repository}`)) throw this.refusal(key)
     if (!down) {
       const outcome = await this.state.recheck(key, repository, () => this.ask(t, key, credentials))
       this.metrics.clientRechecks.inc({ upstream: this.up.name, outcome })
@@ -76,8 +87,8 @@ export class ClientAccess {
         if (key !== ANONYMOUS_KEY && this.rejected.has(key)) throw new CredentialsRejectedError()
         // These credentials may not, but anyone may: a public repository.
         if (key !== ANONYMOUS_KEY && (await this.isPublic(t))) return this.bind(t, undefined)
-        if (key === ANONYMOUS_KEY) throw new RegistryError('UNAUTHORIZED', 'authentication required', { headers: { 'www-authenticate': 'Basic realm="regcache"' } })
-        throw new RegistryError('DENIED', 'upstream denied these credentials access to this repository')
+        this.denied.set(`${key}\n${repository}`, true)
+        throw this.refusal(key)
       }
     }
     // Upstream cannot be asked: only those it said yes to within `authorization.offline`.
@@ -85,6 +96,12 @@ export class ClientAccess {
     if (offline.serve) return this.bind(t, offline.public ? undefined : credentials)
     if (key === ANONYMOUS_KEY) throw new RegistryError('UNAUTHORIZED', 'authentication required', { headers: { 'www-authenticate': 'Basic realm="regcache"' } })
     throw new RegistryError('UNAVAILABLE', `upstream ${this.up.name} unavailable, and it has not accepted these credentials for this repository recently`)
+  }
+
+  /** Upstream said no: anonymous clients are asked for credentials, others refused. */
+  private refusal(key: ClientKey): RegistryError {
+    if (key === ANONYMOUS_KEY) return new RegistryError('UNAUTHORIZED', 'authentication required', { headers: { 'www-authenticate': 'Basic realm="regcache"' } })
+    return new RegistryError('DENIED', 'upstream denied these credentials access to this repository')
   }
 
   private async isPublic(t: Target): Promise<boolean> {
@@ -121,6 +138,7 @@ export class ClientAccess {
       })
       await res.body.dump().catch(() => {})
       if (res.status === 401 || res.status === 403) return 'denied'
+      this.denied.delete(`${key}\n${t.repository}`)
       if (res.status === 429 || res.status >= 500) return 'unreachable'
       if (key !== ANONYMOUS_KEY) this.rejected.delete(key)
       return 'granted'
