@@ -4,6 +4,7 @@ import { SERVE_USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { startServer } from '../server/serve.js'
 import { createLogger } from './logger.js'
+import { HtpasswdError } from '../auth/htpasswd.js'
 
 export async function serveCommand(argv: string[]): Promise<number> {
   let values
@@ -19,7 +20,17 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const config = configOrExit(values.config)
   if (!config) return 2
   const log = createLogger({ level: config.logLevel })
-  const server = await startServer(config, log)
+  let server
+  try {
+    server = await startServer(config, log)
+  } catch (err) {
+    // A configuration problem found while starting: said like the config loader's, exit 2.
+    if (err instanceof HtpasswdError) {
+      process.stderr.write(`regcache: auth.htpasswd: ${err.message}\n`)
+      return 2
+    }
+    throw err
+  }
   log.info(
     { url: server.url, dataDir: config.dataDir, upstreams: Object.values(config.upstreams).map((u) => `${u.name}=${u.url}`), defaultUpstream: config.defaultUpstream },
     'regcache listening',

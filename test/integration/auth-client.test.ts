@@ -10,7 +10,7 @@ import { startContainerd, writeHostsToml } from '../helpers/containerd.js'
 import { startForwarder } from '../helpers/forwarder.js'
 import { ALL_MANIFEST_TYPES, buildImage } from '../helpers/images.js'
 import { createHttpClient, header, ociErrors, type HttpResponse } from '../helpers/http.js'
-import { makeTempDir, removeTempDir, sleep, waitUntil } from '../helpers/proc.js'
+import { makeTempDir, removeTempDir, run, sleep, waitUntil } from '../helpers/proc.js'
 import { startRegcache } from '../helpers/regcache.js'
 import { pushWithCreds, startAuthRegistry } from '../helpers/token-registry.js'
 import { startTokenServer, teamUsers } from '../helpers/token-server.js'
@@ -129,6 +129,18 @@ t.test('client credentials: cached content bound to the credentials upstream acc
     t.equal(r.code, 0, r.stderr)
     t.equal((await req('GET', 'public/app/manifests/1', BOB)).status, 200, 'bob reads public/app')
     t.equal((await req('GET', `public/app/blobs/${pub.layerDigests[0]}`, ALICE)).status, 200, 'alice reads a public blob')
+  })
+
+  await t.test('skopeo --creds through the path prefix: GET /v2/ asks for credentials, upstream judges them', async (t) => {
+    const inspect = (repo: string, creds?: string) =>
+      run('skopeo', ['inspect', '--raw', '--tls-verify=false', '--retry-times', '0', ...(creds ? ['--creds', creds] : ['--no-creds']), `docker://${rc.host}/${UPSTREAM}/${repo}:1`], { timeoutMs: 60_000 })
+    const probe = await http.get(`${rc.url}/v2/`)
+    t.equal(probe.status, 401, 'GET /v2/ without credentials: 401, so that containers/image sends them')
+    const alice = await inspect('team-a/app', `alice:${users.alice.password}`)
+    t.equal(alice.code, 0, alice.stderr)
+    t.equal(JSON.parse(alice.stdout || '{}').config?.digest, teamA.configDigest, 'alice reads team-a/app')
+    t.not((await inspect('team-a/app', `bob:${users.bob.password}`)).code, 0, 'bob does not')
+    t.equal((await inspect('public/app')).code, 0, 'anonymous reads public/app')
   })
 
   await t.test('outage: alice still pulls from cache; bob, anonymous and a wrong password get nothing', async (t) => {
