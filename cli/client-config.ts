@@ -105,12 +105,13 @@ export function dockerCredentialsNote(o: ClientConfigOptions): string | undefine
   if (!o.credentials) return undefined
   const host = new URL(o.mirror).host
   return [
-    '# daemon.json cannot hold credentials. dockerd sends a registry-mirrors mirror the credentials',
-    '# `docker login` stored for Docker Hub (not those for the mirror\'s own host), so log in to docker.io',
-    `# with the mirror's user, or use the mirror by name for other registries:`,
+    '# daemon.json cannot hold credentials. To a registry-mirrors mirror, dockerd sends the credentials',
+    '# the pulling user stored for Docker Hub (docker login), never those stored for the mirror host.',
+    '# With credentials: client on the docker.io upstream that is what regcache checks; otherwise use',
+    '# the mirror by name:',
     `#   docker login ${host} --username ${o.credentials.username} --password-stdin < PASSWORD_FILE`,
-    `#   docker pull ${host}/<registry>/<repository>:<tag>`,
-    '# See the README, "Client authentication", for what each Docker version sends.',
+    `#   docker pull ${host}/docker.io/library/alpine:3`,
+    '# See the README, "How each client sends credentials to a mirror".',
     '',
   ].join('\n')
 }
