@@ -81,7 +81,6 @@ export class ClientAccess {
     if (!down && this.denied.has(`${key}\n${repository}`)) throw this.refusal(key)
     if (!down) {
       const outcome = await this.state.recheck(key, repository, () => this.ask(t, key, credentials))
-      this.metrics.clientRechecks.inc({ upstream: this.up.name, outcome })
       if (outcome === 'granted' || outcome === 'public') return this.bind(t, outcome === 'public' ? undefined : credentials)
       if (outcome === 'denied') {
         if (key !== ANONYMOUS_KEY && this.rejected.has(key)) throw new CredentialsRejectedError()
@@ -112,6 +111,12 @@ export class ClientAccess {
 
   /** One recheck: a fresh token with these credentials, then a request that needs pull access. */
   private async ask(t: Target, key: ClientKey, credentials: BasicCredentials | undefined): Promise<RecheckOutcome> {
+    const outcome = await this.askUpstream(t, key, credentials)
+    this.metrics.clientRechecks.inc({ upstream: this.up.name, outcome })
+    return outcome
+  }
+
+  private async askUpstream(t: Target, key: ClientKey, credentials: BasicCredentials | undefined): Promise<RecheckOutcome> {
     const basic = credentials !== undefined ? basicAuthorization(credentials).slice('Basic '.length) : undefined
     const fresh: RequestCredentials = {
       basic,

@@ -131,6 +131,15 @@ t.test('client credentials: cached content bound to the credentials upstream acc
     t.equal((await req('GET', `public/app/blobs/${pub.layerDigests[0]}`, ALICE)).status, 200, 'alice reads a public blob')
   })
 
+  await t.test('past recheck, one token request for many concurrent requests of the same credentials', async (t) => {
+    await sleep(2500)
+    const before = ts.requests.length
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => req('GET', `team-a/app/blobs/${teamA.layerDigests[i % teamA.layerDigests.length]}`, ALICE)))
+    t.ok(results.every((r) => r.status === 200), 'all served from cache')
+    const asked = ts.requests.slice(before).filter((r) => r.user === 'alice')
+    t.equal(asked.length, 1, `one token request for alice: ${JSON.stringify(asked.map((r) => r.scopes))}`)
+  })
+
   await t.test('skopeo --creds through the path prefix: GET /v2/ asks for credentials, upstream judges them', async (t) => {
     const inspect = (repo: string, creds?: string) =>
       run('skopeo', ['inspect', '--raw', '--tls-verify=false', '--retry-times', '0', ...(creds ? ['--creds', creds] : ['--no-creds']), `docker://${rc.host}/${UPSTREAM}/${repo}:1`], { timeoutMs: 60_000 })
