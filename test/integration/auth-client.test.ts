@@ -9,7 +9,7 @@ import { Agent, request } from 'undici'
 import { startContainerd, writeHostsToml } from '../helpers/containerd.js'
 import { startForwarder } from '../helpers/forwarder.js'
 import { ALL_MANIFEST_TYPES, buildImage } from '../helpers/images.js'
-import { createHttpClient, header, ociErrors, type HttpResponse } from '../helpers/http.js'
+import { createHttpClient, header, ociErrors, sha256, type HttpResponse } from '../helpers/http.js'
 import { makeTempDir, removeTempDir, run, sleep, waitUntil } from '../helpers/proc.js'
 import { startRegcache } from '../helpers/regcache.js'
 import { pushWithCreds, startAuthRegistry } from '../helpers/token-registry.js'
@@ -31,12 +31,18 @@ t.test('client credentials: cached content bound to the credentials upstream acc
   const fwd = await startForwarder({ host: '127.0.0.1', port: Number(new URL(reg.url).port) })
   t.teardown(fwd.stop)
 
-  const [teamA, teamB, pub] = await Promise.all([buildImage({ layers: 2, layerSize: 32 * 1024 }), buildImage({ layers: 1, layerSize: 16 * 1024 }), buildImage({ layers: 1, layerSize: 16 * 1024 })])
-  for (const x of [teamA, teamB, pub]) t.teardown(x.remove)
+  const [teamA, teamB, pub, fill] = await Promise.all([
+    buildImage({ layers: 2, layerSize: 32 * 1024 }),
+    buildImage({ layers: 1, layerSize: 16 * 1024 }),
+    buildImage({ layers: 1, layerSize: 16 * 1024 }),
+    buildImage({ layers: 1, layerSize: 8 * 1024 * 1024 }),
+  ])
+  for (const x of [teamA, teamB, pub, fill]) t.teardown(x.remove)
   const seeder = { username: 'seeder', password: users.seeder.password }
   await pushWithCreds(teamA, reg.host, 'team-a/app:1', seeder)
   await pushWithCreds(teamB, reg.host, 'team-b/app:1', seeder)
   await pushWithCreds(pub, reg.host, 'public/app:1', seeder)
+  await pushWithCreds(fill, reg.host, 'team-a/fill:1', seeder)
 
   const rc = await startRegcache({
     upstreams: {
@@ -100,6 +106,21 @@ t.test('client credentials: cached content bound to the credentials upstream acc
     t.equal(await ctd.imageDigest(`${UPSTREAM}/team-a/app:1`), teamA.manifestDigest)
     for (const d of [teamA.manifestDigest, teamA.configDigest, ...teamA.layerDigests]) t.ok(rc.storage.meta.getContent(d), `${d.slice(0, 19)} cached`)
     for (const path of teamAPaths) t.equal((await req('GET', path, ALICE)).status, 200, `alice GET ${path}`)
+  })
+
+  await t.test('one download serves every authorized client: alice and seeder ask for an uncached blob at once', async (t) => {
+    const SEEDER = basic('seeder', users.seeder.password)
+    const layer = fill.layerDigests[0]!
+    await reg.settle()
+    const before = reg.count({ method: 'GET', pathIncludes: `/blobs/${layer}` })
+    const [a, s] = await Promise.all([req('GET', `team-a/fill/blobs/${layer}`, ALICE), req('GET', `team-a/fill/blobs/${layer}`, SEEDER)])
+    t.equal(a.status, 200, 'alice')
+    t.equal(s.status, 200, 'seeder')
+    t.equal(sha256(a.body), layer, "alice's bytes hash to the digest")
+    t.equal(sha256(s.body), layer, "seeder's bytes hash to the digest")
+    await reg.settle()
+    t.equal(reg.count({ method: 'GET', pathIncludes: `/blobs/${layer}` }) - before, 1, 'upstream sent the blob once')
+    for (const m of ['GET', 'HEAD'] as const) t.equal((await req(m, `team-a/fill/blobs/${layer}`, BOB)).status, 403, `bob ${m}: 403`)
   })
 
   await t.test('bob, anonymous and a wrong password get nothing of team-a, although all is cached', async (t) => {
