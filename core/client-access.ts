@@ -122,9 +122,11 @@ export class ClientAccess {
       basic,
       // Never a token held from before: it would outlive a revocation.
       cachedToken: () => undefined,
-      token: async (tr) => {
+      token: async (tr, _rejected, signal) => {
         try {
-          const { token, lifetimeMs } = await this.up.client.fetchToken(tr, basic)
+          // The recheck's own deadline bounds the wait for a hanging token service.
+          const fetched = this.up.client.fetchToken(tr, basic)
+          const { token, lifetimeMs } = await (signal !== undefined ? abortable(fetched, signal) : fetched)
           this.state.saveToken(key, tokenKey(tr), token, lifetimeMs)
           return token
         } catch (err) {
