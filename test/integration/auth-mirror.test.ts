@@ -7,6 +7,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
+import { startContainerd } from '../helpers/containerd.js'
 import { ALL_MANIFEST_TYPES, buildImage, pushImage } from '../helpers/images.js'
 import { createHttpClient, header, ociErrors } from '../helpers/http.js'
 import { makeTempDir, removeTempDir, run, waitUntil } from '../helpers/proc.js'
@@ -103,6 +104,23 @@ t.test('htpasswd users and access rules', async (t) => {
     await htpasswd(['-D', htpasswdFile, 'erin'])
     await waitUntil('erin refused', async () => (await req('GET', 'team-b/app/manifests/1', ERIN)).status === 401, { timeoutMs: 90_000 })
     t.pass('users added and removed take effect')
+  })
+
+  await t.test('containerd with the Authorization header client-config writes into hosts.toml', async (t) => {
+    const cdir = await makeTempDir()
+    t.teardown(() => removeTempDir(cdir))
+    const passwordFile = join(cdir, 'password')
+    await writeFile(passwordFile, 'carol-Pa55\n')
+    const hostsDir = join(cdir, 'certs.d')
+    const gen = await run(process.execPath, [CLI, 'client-config', 'containerd', '--mirror', rc.url, '--output-dir', hostsDir, '--config', rc.configFile, '--no-fallback', '--username', 'carol', '--password-file', passwordFile])
+    t.equal(gen.code, 0, gen.stderr)
+    const ctd = await startContainerd()
+    t.teardown(ctd.stop)
+    const r = await ctd.pull(`${UPSTREAM}/team-a/app:1`, { hostsDir })
+    t.equal(r.code, 0, r.stderr)
+    t.equal(await ctd.imageDigest(`${UPSTREAM}/team-a/app:1`), a.manifestDigest)
+    const served = (await rc.logs()).filter((l) => l.msg === 'request' && String(l.url).startsWith(`/v2/team-a/app/blobs/`) && l.status === 200)
+    t.ok(served.length > 0 && served.every((l) => l.user === 'carol'), 'every blob served went to carol')
   })
 
   await t.test('skopeo --creds', async (t) => {
