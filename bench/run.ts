@@ -16,6 +16,7 @@ import { makeTempDir, removeTempDir, run, sleep, waitUntil } from '../test/helpe
 import { startRegistry, type Registry } from '../test/helpers/registry.js'
 import { childrenOf, distributionBlobSize, startDistributionProxy, startNginx, startRegcacheProc, type Nginx, type Server } from './contestants.js'
 import { startThrottle } from './throttle.js'
+import { lazyLines, lazyTail, type TailTiming } from './lazy.js'
 import {
   BenchFailure,
   MB,
@@ -118,7 +119,11 @@ const R = {
     m3: { regcache: [] as number[], dist: [] as number[] },
   },
   pull: {} as Partial<Record<Who, PullRuns>>,
+  /** 7. The tail of a cold blob over the limited link (bench/lazy.ts). */
+  lazy: [] as TailTiming[],
 }
+/** 7. The last bytes of a layer a lazy-pulling snapshotter reads first (footer and table of contents). */
+const LAZY_TAIL = 51_200
 
 /** Measurements that could not be taken (wrong bytes, errors): printed, and the exit status is 1. */
 const failures: { section: string; message: string }[] = []
@@ -666,6 +671,7 @@ function details(): string {
       `- hang, ${id === 'dist' ? 'distribution' : id}: warm-up ${describeTiming(h.warm)}; first ${describeTiming(h.first)}; next ${h.next.map((n) => describeTiming(n)).join(', ')}${h.concurrent ? ' (sent together)' : ''}`,
     )
   }
+  if (R.lazy.length) lines.push(...lazyLines(R.lazy, S.linkMBps, LAZY_TAIL))
   lines.push(`- RSS right after start, idle: regcache ${fmt((R.rss.idle.regcache ?? NaN) / MB)} MB, distribution ${fmt((R.rss.idle.dist ?? NaN) / MB)} MB`)
   lines.push(
     `- peak RSS during 1 by polling VmRSS: regcache ${fmt((R.rss.m1Poll.regcache ?? NaN) / MB)} MB, distribution ${fmt((R.rss.m1Poll.dist ?? NaN) / MB)} MB, nginx master ${fmt((R.rss.m1Poll.ref ?? NaN) / MB)} MB`,
@@ -799,6 +805,15 @@ async function main(): Promise<number> {
   await dist.stop()
   await section('3. cold fan-out', () => coldFanout(up, big))
   await section(`3b. cold fan-out, ${S.linkMBps} MB/s upstream link`, () => coldFanoutLink(up, big))
+  await section(`7. tail range of a cold blob, ${S.linkMBps} MB/s upstream link`, async () => {
+    const link = await managed('throttle', startThrottle({ host: '127.0.0.1', port: up.port }, S.linkMBps * MB))
+    try {
+      const start = { regcache: (u: string) => regcache(u, 'lazy'), dist: (u: string) => distribution(u, 'lazy') }
+      R.lazy = await lazyTail({ upstream: up, linkUrl: link.url, repo: BIG_REPO, digest: big.layerDigest, size: big.layerSize, tailBytes: LAZY_TAIL, start })
+    } finally {
+      await link.stop()
+    }
+  })
   await section('4. upstream hanging', () => hang(up))
   await section('6. ctr images pull', async () => {
     const ctd = await managed('containerd', startContainerd())

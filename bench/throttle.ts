@@ -26,7 +26,14 @@ export async function startThrottle(target: { host: string; port: number }, byte
     track(client)
     const upstream = net.connect({ host: target.host, port: target.port })
     track(upstream)
-    upstream.once('close', () => client.destroy())
+    // The target may close while a chunk waits its turn (pause() holds back neither 'end' nor
+    // 'close'): the close is passed on after that chunk.
+    let waiting = false
+    let ended = false
+    upstream.once('close', () => {
+      ended = true
+      if (!waiting) client.destroy()
+    })
     client.once('close', () => upstream.destroy())
     client.pipe(upstream)
     upstream.on('data', (chunk: Buffer) => {
@@ -42,14 +49,19 @@ export async function startThrottle(target: { host: string; port: number }, byte
         return
       }
       upstream.pause()
+      waiting = true
       setTimeout(() => {
+        waiting = false
         if (client.destroyed) return
         if (client.write(chunk)) upstream.resume()
         else client.once('drain', () => upstream.resume())
+        if (ended) client.end()
       }, wait)
     })
-    // 'end' comes only after the last chunk was written: upstream stays paused while one waits.
-    upstream.once('end', () => client.end())
+    upstream.once('end', () => {
+      ended = true
+      if (!waiting) client.end()
+    })
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

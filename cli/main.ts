@@ -1,21 +1,18 @@
 #!/usr/bin/env node
-// The regcache command. Each subcommand lives in its own file; this one only dispatches.
+// The regcache command. Each subcommand lives in its own file; this one only dispatches, and
+// loads only the command that runs (so `--help` and small commands start fast).
 
-import { serveCommand } from './serve-command.js'
-import { historyCommand } from './history-command.js'
-import { fsckCommand } from './fsck-command.js'
-import { clientConfigCommand } from './client-config-command.js'
-import { warmCommand } from './warm-command.js'
-import { invalidateCommand } from './invalidate-command.js'
 import { COMMAND_USAGE, USAGE } from './usage.js'
 
-const commands: Record<string, (argv: string[]) => Promise<number>> = {
-  serve: serveCommand,
-  history: historyCommand,
-  fsck: fsckCommand,
-  'client-config': clientConfigCommand,
-  warm: warmCommand,
-  invalidate: invalidateCommand,
+type Command = (argv: string[]) => Promise<number>
+
+const commands: Record<string, () => Promise<Command>> = {
+  serve: async () => (await import('./serve-command.js')).serveCommand,
+  history: async () => (await import('./history-command.js')).historyCommand,
+  fsck: async () => (await import('./fsck-command.js')).fsckCommand,
+  'client-config': async () => (await import('./client-config-command.js')).clientConfigCommand,
+  warm: async () => (await import('./warm-command.js')).warmCommand,
+  invalidate: async () => (await import('./invalidate-command.js')).invalidateCommand,
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -34,13 +31,25 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`regcache ${pkg.version}\n`)
     return 0
   }
-  const command = commands[name]
-  if (!command) {
+  const load = Object.hasOwn(commands, name) ? commands[name] : undefined
+  if (!load) {
     process.stderr.write(`regcache: unknown command ${JSON.stringify(name)}\n\n${USAGE}`)
     return 2
   }
-  return command(rest)
+  // A command's own --help needs nothing but its usage text.
+  if ((rest[0] === '--help' || rest[0] === '-h') && rest.length === 1 && name in COMMAND_USAGE) {
+    process.stdout.write(COMMAND_USAGE[name])
+    return 0
+  }
+  return (await load())(rest)
 }
+
+// `regcache history ... | head`: a reader that stops early is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+  process.stderr.write(`regcache: cannot write to stdout: ${err.code ?? err.message}\n`)
+  process.exit(1)
+})
 
 main(process.argv.slice(2)).then(
   (code) => {

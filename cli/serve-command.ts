@@ -1,8 +1,10 @@
 // regcache serve: the long-running mirror.
 
+import { mkdirSync } from 'node:fs'
 import { SERVE_USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { startServer } from '../server/serve.js'
+import { DataDirInUseError } from '../storage/data-lock.js'
 import { createLogger } from './logger.js'
 import { HtpasswdError } from '../auth/htpasswd.js'
 
@@ -19,6 +21,15 @@ export async function serveCommand(argv: string[]): Promise<number> {
   }
   const config = configOrExit(values.config)
   if (!config) return 2
+  // The cache holds what private upstreams served: only regcache's own user may read it
+  // (directories 0700, files 0600), whatever the umask the process was started with.
+  process.umask(0o077)
+  try {
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
+  } catch (err) {
+    process.stderr.write(`regcache: cannot create the data directory ${config.dataDir}: ${describeSystemError(err)}\n`)
+    return 1
+  }
   const log = createLogger({ level: config.logLevel })
   let server
   try {
@@ -28,6 +39,19 @@ export async function serveCommand(argv: string[]): Promise<number> {
     if (err instanceof HtpasswdError) {
       process.stderr.write(`regcache: auth.htpasswd: ${err.message}\n`)
       return 2
+    }
+    if (err instanceof DataDirInUseError) {
+      process.stderr.write(`regcache: ${err.message}\n`)
+      return 1
+    }
+    const e = err as NodeJS.ErrnoException
+    if (e.syscall === 'listen' || e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL') {
+      process.stderr.write(`regcache: cannot listen on ${config.listen.host}:${config.listen.port}: ${describeSystemError(err)}\n`)
+      return 1
+    }
+    if (typeof e.path === 'string' && e.path.startsWith(config.dataDir)) {
+      process.stderr.write(`regcache: cannot use the data directory ${config.dataDir}: ${describeSystemError(err)} (${e.path})\n`)
+      return 1
     }
     throw err
   }
@@ -61,4 +85,21 @@ export async function serveCommand(argv: string[]): Promise<number> {
     process.on('SIGTERM', onSignal)
     process.on('SIGINT', onSignal)
   })
+}
+
+/** A system error as one readable phrase: "address already in use (EADDRINUSE)". */
+function describeSystemError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException
+  const phrases: Record<string, string> = {
+    EADDRINUSE: 'address already in use',
+    EADDRNOTAVAIL: 'address not available on this machine',
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    EROFS: 'read-only file system',
+    ENOTDIR: 'a path component is not a directory',
+    EEXIST: 'exists and is not a directory',
+    ENOSPC: 'no space left on device',
+  }
+  const phrase = e?.code !== undefined ? phrases[e.code] : undefined
+  return phrase !== undefined ? `${phrase} (${e.code})` : (e?.code ?? String((err as Error)?.message ?? err))
 }

@@ -22,6 +22,10 @@ export interface UpstreamConfig {
   readonly password?: string
   readonly caFile?: string
   readonly insecureSkipVerify: boolean
+  /** Host names besides the upstream's own that may receive its credentials as a token realm. */
+  readonly tokenRealms: readonly string[]
+  /** Redirects may lead into loopback, link-local and private address space. */
+  readonly allowPrivateRedirects: boolean
   readonly revalidate: { readonly timeoutMs: number; readonly minIntervalMs: number }
   readonly stale: { readonly maxAgeMs: number; readonly onNotFound: OnNotFound }
   readonly onRollback: OnRollback
@@ -41,6 +45,8 @@ export interface Config {
   readonly upstreams: Readonly<Record<string, UpstreamConfig>>
   /** scrubMs: every stored byte is re-hashed once per this long (0: never). */
   readonly cache: { readonly maxSizeBytes?: number; readonly maxAgeMs?: number; readonly scrubMs: number }
+  /** Ranges of blobs not cached yet: `rangeOnMiss` forward them upstream (at most `rangeForwards` per blob at once) or wait for the fill. */
+  readonly blobs: { readonly rangeForwards: number; readonly rangeOnMiss: 'forward' | 'wait' }
   readonly tls?: { readonly certFile: string; readonly keyFile: string }
   readonly shutdownGraceMs: number
   /** Client authentication; absent: no client is asked for credentials. htpasswd is an absolute path. */
@@ -64,6 +70,9 @@ export interface LoadOptions {
   /** Base for relative paths when there is no file. */
   cwd?: string
 }
+
+/** Docker Hub's token realm, trusted with credentials for its registry API host unless configured otherwise. */
+const DOCKER_HUB_REALMS: Readonly<Record<string, readonly string[]>> = { 'registry-1.docker.io': ['auth.docker.io'] }
 
 /** The longest delay a Node timer can hold. */
 const MAX_TIMER_MS = 2 ** 31 - 1
@@ -154,6 +163,8 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
       password,
       caFile: u.caFile !== undefined ? path(u.caFile) : undefined,
       insecureSkipVerify: u.insecureSkipVerify,
+      tokenRealms: Object.freeze([...(u.tokenRealms ?? DOCKER_HUB_REALMS[url.hostname.toLowerCase()] ?? [])].map((h) => h.toLowerCase())),
+      allowPrivateRedirects: u.allowPrivateRedirects,
       revalidate: Object.freeze({
         timeoutMs: ms(`${key}.revalidate.timeout`, u.revalidate.timeout),
         minIntervalMs: ms(`${key}.revalidate.minInterval`, u.revalidate.minInterval, false),
@@ -214,6 +225,7 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
     defaultUpstream: doc.defaultUpstream,
     upstreams: Object.freeze(upstreams),
     cache: Object.freeze({ maxSizeBytes, maxAgeMs, scrubMs: ms('cache.scrub', doc.cache.scrub, false) }),
+    blobs: Object.freeze({ rangeForwards: doc.blobs.rangeForwards, rangeOnMiss: doc.blobs.rangeOnMiss }),
     tls: doc.tls ? Object.freeze({ certFile: path(doc.tls.certFile), keyFile: path(doc.tls.keyFile) }) : undefined,
     shutdownGraceMs: ms('shutdownGrace', doc.shutdownGrace),
     auth,
@@ -249,6 +261,7 @@ function describeError(e: ErrorObject): string {
     if (key.endsWith('url')) return `${where}: expected an http:// or https:// URL (got ${JSON.stringify(e.data)})`
     if (key === 'listen') return `${where}: expected "host:port", e.g. "0.0.0.0:5000" (got ${JSON.stringify(e.data)})`
     if (key.endsWith('maxSize')) return `${where}: expected a size like "50GiB" or "500MB" (got ${JSON.stringify(e.data)})`
+    if (/tokenRealms\.\d+$/.test(key)) return `${where}: expected a host name like "auth.docker.io" (got ${JSON.stringify(e.data)})`
     if (key.endsWith('passwordEnv')) return `${where}: expected an environment variable name (got ${JSON.stringify(e.data)})`
     return `${where}: expected a duration like "2s", "5m" or "7d" (got ${JSON.stringify(e.data)})`
   }

@@ -22,6 +22,12 @@ export const upstreamSchema = Type.Object(
     passwordEnv: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' })),
     caFile: Type.Optional(NonEmpty()),
     insecureSkipVerify: Type.Boolean({ default: false }),
+    // Hosts besides the upstream's own that may receive its credentials as a token realm
+    // (Docker Hub's auth.docker.io is added for registry-1.docker.io by config.ts).
+    tokenRealms: Type.Optional(Type.Array(Type.String({ pattern: '^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$' }), { uniqueItems: true })),
+    // Follow redirects into loopback, link-local and private address space even when the
+    // upstream itself is elsewhere (a CDN inside the same private network).
+    allowPrivateRedirects: Type.Boolean({ default: false }),
     revalidate: Section({
       timeout: Duration({ default: '2s' }),
       minInterval: Duration({ default: '0' }),
@@ -88,6 +94,10 @@ export const configSchema = Type.Object(
       maxSize: Type.Optional(Size()),
       maxAge: Type.Optional(Duration()),
       scrub: Duration({ default: '7d' }),
+    }),
+    blobs: Section({
+      rangeForwards: Type.Integer({ minimum: 1, default: 8 }),
+      rangeOnMiss: Enum(['forward', 'wait'] as const, 'forward'),
     }),
     tls: Type.Optional(Type.Object({ certFile: NonEmpty(), keyFile: NonEmpty() }, { additionalProperties: false })),
     auth: Type.Optional(authSchema),

@@ -48,11 +48,3 @@ export function parseSize(value: string | number): number | undefined {
   const unit = SIZE_UNITS[m[2].toLowerCase()]
   return unit === undefined ? undefined : Math.floor(Number(m[1]) * unit)
 }
-
-export function formatDuration(ms: number): string {
-  if (ms % 86_400_000 === 0 && ms > 0) return `${ms / 86_400_000}d`
-  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`
-  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`
-  if (ms % 1000 === 0) return `${ms / 1000}s`
-  return `${ms}ms`
-}

@@ -1,5 +1,6 @@
 // Blobs by digest: immutable, so a cached blob is served without asking upstream (once it is
-// known to belong to the repository); a miss starts one Fill that every client shares.
+// known to belong to the repository); a miss starts one Fill that every client shares. A range
+// the fill has not reached yet is forwarded upstream meanwhile (range-forward.ts).
 
 import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
@@ -8,14 +9,18 @@ import { Fill, isDiskError } from './fill.js'
 import { SingleFlight } from './single-flight.js'
 import type { CacheOutcome, Target } from './target.js'
 import { headerValue } from '../upstream/headers.js'
+import type { UpstreamResponse } from '../upstream/client.js'
 import type { Metrics } from './metrics.js'
 import type { Upstreams } from './upstreams.js'
 import type { ContentStore } from '../storage/content-store.js'
 import { verifyingStream } from './verify-stream.js'
+import { resolveRange, type RangeSpec } from './byte-range.js'
+import { RangeForwards, servedByFill, type ForwardedRange, type RangeOnMiss } from './range-forward.js'
 import { DigestMismatchError } from '../storage/blob-store.js'
 import type { Metadata } from '../storage/metadata.js'
 
 export interface BlobResult {
+  kind: 'blob'
   digest: string
   size: number
   outcome: CacheOutcome
@@ -35,6 +40,8 @@ export interface BlobsOptions {
   onDropped?: (digest: string) => void
   /** Whole blobs not verified within this long are re-hashed while served (0: never). */
   scrubMs?: number
+  /** Ranges of blobs not cached yet (blobs.rangeForwards, blobs.rangeOnMiss). */
+  ranges?: { rangeForwards: number; rangeOnMiss: RangeOnMiss }
 }
 
 export class Blobs {
@@ -51,12 +58,16 @@ export class Blobs {
   private readonly onFillEnded: () => void
   private readonly onDropped: (digest: string) => void
   private readonly scrubMs: number
+  private readonly rangeOnMiss: RangeOnMiss
+  private readonly forwards: RangeForwards
 
   constructor(deps: BlobsOptions) {
     ;({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log: this.log } = deps)
     this.onFillEnded = deps.onFillEnded ?? (() => {})
     this.onDropped = deps.onDropped ?? (() => {})
     this.scrubMs = deps.scrubMs ?? 0
+    this.rangeOnMiss = deps.ranges?.rangeOnMiss ?? 'forward'
+    this.forwards = new RangeForwards(deps.upstreams, deps.metrics, deps.ranges?.rangeForwards ?? 8)
   }
 
   /** Digests being filled or served now: eviction must leave them alone. */
@@ -73,10 +84,16 @@ export class Blobs {
     await Promise.allSettled([...this.fills.values()].map((f) => f.done))
   }
 
-  async get(t: Target, digest: string, method: 'GET' | 'HEAD'): Promise<BlobResult> {
+  /**
+   * A blob for a GET or HEAD. `range` is the GET's single Range: when the blob is not cached and
+   * its fill has not reached that range, the range is answered from upstream (a ForwardedRange).
+   */
+  async get(t: Target, digest: string, method: 'GET' | 'HEAD', range?: RangeSpec): Promise<BlobResult | ForwardedRange> {
     const linked = this.meta.isLinked(t.upstream.name, t.repository, digest)
     const fill = this.fills.get(digest)
     if (fill && (linked || (await this.confirmUpstream(t, digest)))) {
+      const forwarded = method === 'GET' ? await this.forwardRange(t, fill, range) : undefined
+      if (forwarded) return forwarded
       this.metrics.coalesced.inc({ kind: 'blob' })
       return this.fromFill(fill, 'coalesced')
     }
@@ -92,13 +109,31 @@ export class Blobs {
         await this.drop(digest)
       } else if (linked || (await this.confirmUpstream(t, digest))) {
         this.meta.touch(digest)
-        return { digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.openCached(digest, size, s, e) }
+        return { kind: 'blob', digest, size, outcome: 'hit', source: 'cache', open: (s, e) => this.openCached(digest, size, s, e) }
       }
     }
     if (method === 'HEAD') return this.headUpstream(t, digest)
     const flight = this.starting.run(`${t.upstream.name}\n${t.repository}\n${digest}`, () => this.startFill(t, digest))
-    const started = await flight.promise
+    // The range goes upstream alongside the fill's first request; the fill's 200 then confirms
+    // the blob and gives the size its answer is checked against.
+    const early = this.forwardEarly(t, digest, range, flight.promise)
+    const [started, forwarded] = await Promise.all([flight.promise, early])
+    if (forwarded) return forwarded
     return this.fromFill(started, flight.joined ? 'coalesced' : 'miss')
+  }
+
+  /** A range on a miss, before the fill has a byte: one from the start is the fill's to serve. */
+  private forwardEarly(t: Target, digest: string, range: RangeSpec | undefined, fill: Promise<Fill>): Promise<ForwardedRange | undefined> | undefined {
+    if (range === undefined || this.rangeOnMiss !== 'forward' || (range.kind === 'from' && range.start === 0)) return undefined
+    return this.forwards.forwardEarly(t, digest, range, fill.then((f) => f.size))
+  }
+
+  /** The range from upstream when the fill does not have it yet and a forward may start now. */
+  private async forwardRange(t: Target, fill: Fill, range: RangeSpec | undefined): Promise<ForwardedRange | undefined> {
+    if (range === undefined || this.rangeOnMiss !== 'forward') return undefined
+    const r = resolveRange(range, fill.size)
+    if (r.kind !== 'partial' || servedByFill(fill, r.start, r.end)) return undefined
+    return this.forwards.forward(t, fill.digest, fill.size, r.start, r.end)
   }
 
   private openCached(digest: string, size: number, start: number, end: number): Readable {
@@ -138,7 +173,7 @@ export class Blobs {
   }
 
   private fromFill(fill: Fill, outcome: CacheOutcome): BlobResult {
-    return { digest: fill.digest, size: fill.size, outcome, source: 'upstream', open: (s, e) => this.track(fill.digest, fill.createReadStream(s, e)) }
+    return { kind: 'blob', digest: fill.digest, size: fill.size, outcome, source: 'upstream', open: (s, e) => this.track(fill.digest, fill.createReadStream(s, e)) }
   }
 
   /** Upstream says this repository has the blob: link it, so the cached copy may be served for it. */
@@ -169,6 +204,7 @@ export class Blobs {
     const size = Number(headerValue(res.headers['content-length']))
     if (!Number.isSafeInteger(size) || size < 0) throw new RegistryError('UPSTREAM_ERROR', 'upstream answered a blob HEAD without a Content-Length')
     return {
+      kind: 'blob',
       digest,
       size,
       outcome: 'miss',
@@ -190,14 +226,14 @@ export class Blobs {
     }
     const size = Number(headerValue(first.headers['content-length']))
     if (!Number.isSafeInteger(size) || size < 0) {
-      first.body.destroy()
+      discard(first)
       throw new RegistryError('UPSTREAM_ERROR', 'upstream sent a blob without a Content-Length')
     }
     let writer
     try {
       writer = await this.store.createWriter(digest)
     } catch (err) {
-      first.body.destroy()
+      discard(first)
       throw err
     }
     const log = this.log.child({ upstream: t.upstream.name, repository: t.repository, digest })
@@ -240,3 +276,9 @@ export class Blobs {
   }
 }
 
+
+/** Drops a response body we will not read; its abort error has a listener, so it is never uncaught. */
+function discard(res: UpstreamResponse): void {
+  res.body.on('error', () => {})
+  res.body.destroy()
+}

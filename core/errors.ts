@@ -2,7 +2,7 @@
 // beside it (distribution-spec "Error Codes"; UNAVAILABLE is distribution's, UNKNOWN its code for
 // internal errors). Failures from other layers become RegistryErrors here and nowhere else.
 
-import { UpstreamUnreachableError } from '../upstream/errors.js'
+import { UpstreamUnreachableError, destinationRefusal } from '../upstream/errors.js'
 
 export const ERROR_CODES = {
   BLOB_UNKNOWN: { status: 404, message: 'blob unknown to registry' },
@@ -21,6 +21,10 @@ export const ERROR_CODES = {
   UNAVAILABLE: { status: 503, message: 'service unavailable' },
   UPSTREAM_ERROR: { status: 502, message: 'upstream registry answered unexpectedly' },
   NOT_FOUND: { status: 404, message: 'not found' },
+  /** A request HTTP itself could not parse (bad URL encoding, malformed request line or headers). */
+  REQUEST_INVALID: { status: 400, message: 'malformed request' },
+  HEADERS_TOO_LARGE: { status: 431, message: 'request headers too large' },
+  REQUEST_TIMEOUT: { status: 408, message: 'request not received in time' },
   UNKNOWN: { status: 500, message: 'internal error' },
 } as const
 
@@ -76,11 +80,14 @@ export function errorForUpstreamStatus(status: number, notFound: ErrorCode, retr
 }
 
 /**
- * Any failure as the error a client receives: registry errors as they are, an unreachable
- * upstream as 503 UNAVAILABLE, anything else as 500 UNKNOWN (its message stays in the log).
+ * Any failure as the error a client receives: registry errors as they are, an upstream pointing
+ * somewhere regcache does not go (a refused redirect or token realm) as 502 UPSTREAM_ERROR, an
+ * unreachable upstream as 503 UNAVAILABLE, anything else as 500 UNKNOWN (its message stays in the log).
  */
 export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err
+  const refused = destinationRefusal(err)
+  if (refused) return new RegistryError('UPSTREAM_ERROR', refused.message, { cause: err })
   if (err instanceof UpstreamUnreachableError) return new RegistryError('UNAVAILABLE', `upstream ${err.upstream} unavailable (${err.failure})`, { cause: err })
   return new RegistryError('UNKNOWN', undefined, { cause: err })
 }

@@ -4,7 +4,7 @@
 // being filled or served is never evicted. An evicted blob is a miss next time, fetched again.
 
 import type { Logger } from 'pino'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { ContentStore } from '../storage/content-store.js'
 import type { Metadata } from '../storage/metadata.js'
 import type { Metrics } from './metrics.js'
 
@@ -18,7 +18,7 @@ const yieldToRequests = () => new Promise<void>((resolve) => setImmediate(resolv
 
 export interface EvictorOptions {
   meta: Metadata
-  store: BlobStore
+  store: ContentStore
   metrics: Metrics
   log: Logger
   maxSizeBytes?: number
@@ -36,7 +36,7 @@ export class Evictor {
   private again = false
 
   private readonly meta: Metadata
-  private readonly store: BlobStore
+  private readonly store: ContentStore
   private readonly metrics: Metrics
   private readonly log: Logger
 

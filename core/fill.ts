@@ -75,6 +75,16 @@ export class Fill extends EventEmitter {
     return this.writer.written
   }
 
+  /**
+   * Whether a reader of bytes [start, end] would get them all now, without waiting for more of
+   * the download (the blob's last byte counts only once the whole blob verified).
+   */
+  holds(start: number, end: number): boolean {
+    if (this.state === 'done') return true
+    if (this.state !== 'filling' || start > end) return false
+    return end < Math.min(this.writer.written, this.size - 1)
+  }
+
   private async run(): Promise<void> {
     let res: UpstreamResponse | undefined = this.opts.first
     const maxResumes = this.opts.maxResumes ?? 3

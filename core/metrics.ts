@@ -98,6 +98,17 @@ export class Metrics {
     labelNames: ['upstream', 'outcome'] as const,
     registers: [this.registry],
   })
+  readonly rangeForwards = new Counter({
+    name: 'regcache_range_forwards_total',
+    help: 'Ranges of blobs not cached yet asked for: forwarded upstream, coalesced with an identical forward, rejected (upstream answered another range), failed (no answer), or waited for the fill (blobs.rangeForwards reached).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+  readonly rangeForwardedBytes = new Counter({
+    name: 'regcache_range_forwarded_bytes_total',
+    help: 'Bytes received from upstream for forwarded ranges (relayed to clients, never stored).',
+    registers: [this.registry],
+  })
   readonly cacheBytes = new Gauge({ name: 'regcache_cache_bytes', help: 'Bytes of content stored.', registers: [this.registry] })
   readonly cacheLimit = new Gauge({ name: 'regcache_cache_limit_bytes', help: 'cache.maxSize, 0 when unbounded.', registers: [this.registry] })
   readonly cacheBlobs = new Gauge({ name: 'regcache_cache_blobs', help: 'Blobs and manifests stored.', registers: [this.registry] })

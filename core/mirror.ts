@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import { access, constants } from 'node:fs/promises'
 import type { Config, UpstreamConfig } from '../config/config.js'
 import { BlobStore } from '../storage/blob-store.js'
+import type { ContentStore } from '../storage/content-store.js'
 import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
 import { DataDirLock } from '../storage/data-lock.js'
@@ -16,6 +17,8 @@ import type { BasicCredentials } from '../auth/basic.js'
 import { Blobs, type BlobResult } from './blobs.js'
 import { ClientAccess } from './client-access.js'
 import { Evictor } from './evictor.js'
+import type { RangeSpec } from './byte-range.js'
+import type { ForwardedRange } from './range-forward.js'
 import { Scrubber } from './scrub.js'
 import { errorForUpstreamStatus } from './errors.js'
 import { readHistory, type History } from './history.js'
@@ -31,6 +34,8 @@ export interface MirrorOptions {
   log: Logger
   /** For tests that wrap the upstream client; defaults to the real one. */
   clientFactory?: (c: UpstreamConfig) => UpstreamClient
+  /** Stores opened by the caller (tests wrap them to count calls); by default opened on config.dataDir. */
+  stores?: { meta: Metadata; store: ContentStore }
 }
 
 /** How often last-access times are written to the database (reads stay off the write path). */
@@ -42,7 +47,7 @@ export class Mirror {
   readonly metrics = new Metrics()
   readonly startedAt = Date.now()
   private readonly meta: Metadata
-  private readonly store: BlobStore
+  private readonly store: ContentStore
   private readonly upstreams: Upstreams
   private readonly upstreamNames: ReadonlySet<string>
   private readonly manifests: Manifests
@@ -59,9 +64,10 @@ export class Mirror {
     private readonly config: Config,
     private readonly log: Logger,
     clientFactory?: MirrorOptions['clientFactory'],
+    stores?: MirrorOptions['stores'],
   ) {
-    this.store = new BlobStore(config.dataDir)
-    this.meta = new Metadata(dbPath(config.dataDir))
+    this.store = stores?.store ?? new BlobStore(config.dataDir)
+    this.meta = stores?.meta ?? new Metadata(dbPath(config.dataDir))
     this.upstreams = new Upstreams({ config, metrics: this.metrics, log, clientFactory })
     this.upstreamNames = new Set(this.upstreams.all().map((u) => u.name))
     for (const up of this.upstreams.all()) {
@@ -90,6 +96,7 @@ export class Mirror {
       onFillEnded: () => this.evictor.trigger(),
       onDropped: (digest) => this.manifests.forget(digest),
       scrubMs: config.cache.scrubMs,
+      ranges: config.blobs,
     })
     this.blobs = blobs
     this.scrubber = new Scrubber({
@@ -109,7 +116,7 @@ export class Mirror {
     const lock = DataDirLock.acquire(opts.config.dataDir)
     let mirror: Mirror
     try {
-      mirror = new Mirror(opts.config, opts.log, opts.clientFactory)
+      mirror = new Mirror(opts.config, opts.log, opts.clientFactory, opts.stores)
     } catch (err) {
       lock.release()
       throw err
@@ -160,8 +167,9 @@ export class Mirror {
     return this.manifests.byDigest(t, digest, accept)
   }
 
-  blob(t: Target, digest: string, method: 'GET' | 'HEAD'): Promise<BlobResult> {
-    return this.blobs.get(t, digest, method)
+  /** A blob, or for a GET with a single Range of a blob not cached yet, that range from upstream. */
+  blob(t: Target, digest: string, method: 'GET' | 'HEAD', range?: RangeSpec): Promise<BlobResult | ForwardedRange> {
+    return this.blobs.get(t, digest, method, range)
   }
 
   /** tags/list and referrers: not cached, passed through with the client's Accept. */

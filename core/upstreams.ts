@@ -26,7 +26,7 @@ export class Upstreams {
   private readonly byName = new Map<string, Upstream>()
   private readonly metrics: Metrics
 
-  constructor({ config, metrics, log, clientFactory = (c) => new UpstreamClient(c) }: UpstreamsOptions) {
+  constructor({ config, metrics, log, clientFactory = (c) => new UpstreamClient(c, { log }) }: UpstreamsOptions) {
     this.metrics = metrics
     for (const uc of Object.values(config.upstreams)) {
       const client = clientFactory(uc)

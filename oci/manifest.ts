@@ -17,8 +17,9 @@ export class ManifestError extends Error {
 }
 
 /**
- * Parses manifest bytes. `contentType` is upstream's header; when it is generic (some registries
- * send text/plain or application/json) the body's `mediaType` decides (docs/protocol.md#generic-content-types).
+ * Parses manifest bytes. `contentType` is upstream's header; when it is not a known manifest type
+ * (some registries send text/plain or application/json) the body's `mediaType` decides if it is a
+ * known one, else the structure (docs/protocol.md#generic-content-types).
  */
 export function inspectManifest(bytes: Buffer, contentType: string | undefined): ManifestInfo {
   let parsed: unknown
@@ -30,13 +31,15 @@ export function inspectManifest(bytes: Buffer, contentType: string | undefined):
   if (!isObject(parsed)) throw new ManifestError('manifest is not a JSON object')
   const doc = parsed
   const headerType = (contentType ?? '').split(';')[0].trim()
-  let mediaType = MANIFEST_MEDIA_TYPES.has(headerType.toLowerCase()) ? headerType : ''
+  // The type goes out as the Content-Type clients see, so only a known manifest type is ever
+  // taken, from the header or the body; anything else (`text/html`) is inferred from the structure.
+  const known = (v: unknown) => (typeof v === 'string' && MANIFEST_MEDIA_TYPES.has(v.toLowerCase()) ? v.toLowerCase() : '')
+  let mediaType = known(headerType) || known(doc.mediaType)
   if (mediaType === '') {
-    if (typeof doc.mediaType === 'string' && doc.mediaType !== '') mediaType = doc.mediaType
-    else if (Array.isArray(doc.manifests)) mediaType = 'application/vnd.oci.image.index.v1+json'
+    if (Array.isArray(doc.manifests)) mediaType = 'application/vnd.oci.image.index.v1+json'
     else if (doc.config !== undefined) mediaType = 'application/vnd.oci.image.manifest.v1+json'
     else if (doc.schemaVersion === 1) mediaType = 'application/vnd.docker.distribution.manifest.v1+prettyjws'
-    else throw new ManifestError('cannot tell the manifest media type')
+    else throw new ManifestError('not a known manifest media type, and the structure is not one either')
   }
   const references: string[] = []
   const add = (d: unknown) => {

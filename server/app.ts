@@ -5,6 +5,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { Mirror } from '../core/mirror.js'
 import { errorHandler } from './error-handler.js'
+import { clientErrorHandler } from './client-error.js'
 import { RegistryError } from '../core/errors.js'
 import { registryPlugin } from './registry/plugin.js'
 import { opsPlugin } from './ops-plugin.js'
@@ -29,6 +30,10 @@ export function buildApp({ mirror, log, https, auth }: AppOptions): FastifyInsta
     // Registry clients keep connections open across many requests.
     keepAliveTimeout: 75_000,
     requestIdHeader: 'x-request-id',
+    // Malformed requests get OCI error bodies too: those the HTTP parser refuses, and those
+    // fastify's router refuses (a URL that does not decode).
+    clientErrorHandler,
+    frameworkErrors: (err, req, reply) => errorHandler(err, req, reply),
     ...(https ? { https } : {}),
   }) as unknown as FastifyInstance
 
@@ -45,6 +50,8 @@ export function buildApp({ mirror, log, https, auth }: AppOptions): FastifyInsta
 
   app.addHook('onRequest', async (_req, reply) => {
     reply.header('docker-distribution-api-version', 'registry/2.0')
+    // Nothing regcache serves is meant to be sniffed into something else (a manifest as HTML).
+    reply.header('x-content-type-options', 'nosniff')
   })
 
   app.addHook('onResponse', async (req, reply) => {

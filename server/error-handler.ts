@@ -12,7 +12,12 @@ function isFastifyClientError(err: unknown): err is FastifyError & { statusCode:
 export function errorHandler(err: unknown, req: FastifyRequest, reply: FastifyReply): void {
   let e: RegistryError
   if (isFastifyClientError(err)) {
-    e = err.statusCode === 404 ? new RegistryError('NOT_FOUND') : new RegistryError('UNSUPPORTED', err.message, { status: err.statusCode })
+    e =
+      err.statusCode === 404
+        ? new RegistryError('NOT_FOUND')
+        : err.statusCode === 400
+          ? new RegistryError('REQUEST_INVALID', err.message)
+          : new RegistryError('UNSUPPORTED', err.message, { status: err.statusCode })
   } else {
     e = toRegistryError(err)
   }
@@ -29,6 +34,12 @@ export function sendError(e: RegistryError, req: FastifyRequest, reply: FastifyR
   for (const h of ['content-length', 'docker-content-digest', 'etag', 'content-range', 'accept-ranges']) reply.removeHeader(h)
   reply.code(e.status).headers(e.headers)
   reply.header('content-type', 'application/json')
-  const body = Buffer.from(JSON.stringify({ errors: [{ code: e.wireCode, message: e.message, detail: e.detail ?? null }] }))
-  reply.send(req.method === 'HEAD' ? undefined : body)
+  // Also set here: errors fastify raises before the onRequest hooks (a URL that does not decode).
+  reply.header('x-content-type-options', 'nosniff')
+  reply.send(req.method === 'HEAD' ? undefined : ociErrorBody(e))
+}
+
+/** The OCI error body of one error. */
+export function ociErrorBody(e: RegistryError): Buffer {
+  return Buffer.from(JSON.stringify({ errors: [{ code: e.wireCode, message: e.message, detail: e.detail ?? null }] }))
 }

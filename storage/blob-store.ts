@@ -25,7 +25,7 @@ export class BlobStore implements ContentStore {
 
   /** Creates the directories and removes fills that a previous process left unfinished. */
   async init(): Promise<{ removedTemporary: number }> {
-    await mkdir(blobsDir(this.dataDir), { recursive: true })
+    await mkdir(blobsDir(this.dataDir), { recursive: true, mode: 0o700 })
     const tmp = tmpDir(this.dataDir)
     let removed = 0
     try {
@@ -36,7 +36,7 @@ export class BlobStore implements ContentStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
-    await mkdir(tmp, { recursive: true })
+    await mkdir(tmp, { recursive: true, mode: 0o700 })
     return { removedTemporary: removed }
   }
 
@@ -87,7 +87,7 @@ export class BlobStore implements ContentStore {
 
   async createWriter(digest: string): Promise<BlobWriter> {
     const path = join(tmpDir(this.dataDir), `${randomBytes(8).toString('hex')}.partial`)
-    const fh = await open(path, 'wx+')
+    const fh = await open(path, 'wx+', 0o600)
     return new BlobWriter(digest, path, this.pathOf(digest), fh)
   }
 
@@ -163,7 +163,7 @@ export class BlobWriter implements ContentWriter {
     await this.fh.sync()
     await this.fh.close()
     this.closed = true
-    await mkdir(dirname(this.finalPath), { recursive: true })
+    await mkdir(dirname(this.finalPath), { recursive: true, mode: 0o700 })
     // Set first: a reader that finds the temporary file gone must look for the final one.
     this.committed = true
     await rename(this.tempPath, this.finalPath)

@@ -79,6 +79,11 @@ interface EventRow {
 export interface OpenOptions {
   /** Reads only (history, inspection): no schema changes, no writes. */
   readonly?: boolean
+  /**
+   * Where totals() comes from: kept in memory by the connection that owns the data directory
+   * (default), or counted from the table by a connection beside it (inspection, read-only).
+   */
+  totals?: 'memory' | 'query'
 }
 
 /** Accept sets kept per tag; beyond it the least recently confirmed is dropped. */
@@ -91,9 +96,11 @@ export class Metadata {
   /** Running totals of the content table, so no request or scrape sums it. */
   private readonly sums: { count: number; bytes: number }
   private readonly readonly: boolean
+  private readonly countTotals: boolean
 
   constructor(path: string, opts: OpenOptions = {}) {
     this.readonly = opts.readonly === true
+    this.countTotals = this.readonly || opts.totals === 'query'
     if (path !== ':memory:' && !this.readonly) mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
     this.db = new Database(path, { readonly: this.readonly, fileMustExist: this.readonly })
     const version = this.db.pragma('user_version', { simple: true }) as number
@@ -384,9 +391,9 @@ export class Metadata {
     return this.s.allDigests.all().map((r) => r.digest)
   }
 
-  /** Number and bytes of stored content: kept up to date in memory, read from the file when read-only. */
+  /** Number and bytes of stored content: kept up to date in memory, or counted (see OpenOptions.totals). */
   totals(): { count: number; bytes: number } {
-    if (this.readonly) return this.s.totals.get() ?? { count: 0, bytes: 0 }
+    if (this.countTotals) return this.s.totals.get() ?? { count: 0, bytes: 0 }
     return { ...this.sums }
   }
 

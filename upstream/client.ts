@@ -1,14 +1,34 @@
 // HTTP to one upstream registry: token auth, redirects, timeouts. Knows nothing of storage.
 // Uses undici.request (not fetch, which decompresses) with Accept-Encoding: identity so the
-// bytes hashed are the bytes upstream stored (docs/protocol.md#upstream-requests).
+// bytes hashed are the bytes upstream stored (docs/protocol.md#upstream-requests). Redirects are
+// followed here, hop by hop, so each destination passes the upstream's DestinationGuard
+// (docs/protocol.md#where-requests-and-credentials-go).
 
 import { readFileSync } from 'node:fs'
-import { Agent, interceptors, request, type Dispatcher } from 'undici'
+import { Agent, request, type Dispatcher } from 'undici'
 import type { Readable } from 'node:stream'
 import type { UpstreamConfig } from '../config/config.js'
 import { parseChallenges } from './challenge.js'
 import { TokenCache, TokenError, requestToken, tokenKey, type TokenRequest } from './token-cache.js'
-import { UpstreamUnreachableError, classifyTransportError } from './errors.js'
+import { DestinationRefusedError, UpstreamUnreachableError, classifyTransportError, destinationRefusal } from './errors.js'
+import { DestinationGuard } from './destination-guard.js'
+
+/** Redirect hops followed for one request (a registry sends one, to its CDN). */
+const MAX_REDIRECTS = 5
+const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308])
+/** Request headers that stay with the origin they were meant for. */
+const ORIGIN_BOUND_HEADERS = ['authorization', 'cookie', 'proxy-authorization']
+/** Realms already reported as getting no credentials; a bound so a hostile upstream cannot grow it. */
+const MAX_REPORTED_REALMS = 64
+
+export interface WarnLog {
+  warn(obj: Record<string, unknown>, msg: string): void
+}
+
+export interface UpstreamClientOptions {
+  dispatcher?: Dispatcher
+  log?: WarnLog
+}
 
 export interface UpstreamRequest {
   method: 'GET' | 'HEAD'
@@ -55,12 +75,18 @@ export class UpstreamClient {
   private bearer?: { realm: string; service?: string }
   rateLimit?: RateLimit
 
-  constructor(readonly config: UpstreamConfig, dispatcher?: Dispatcher) {
+  private readonly guard: DestinationGuard
+  private readonly log?: WarnLog
+  private readonly reportedRealms = new Set<string>()
+
+  constructor(readonly config: UpstreamConfig, { dispatcher, log }: UpstreamClientOptions = {}) {
     this.name = config.name
     this.base = new URL(config.url)
     // A path in the upstream URL is a name prefix: http://mirror:5000/ghcr.io serves ghcr.io's
     // content at /v2/ghcr.io/<name>/, which is how one regcache chains to another.
     this.prefix = this.base.pathname.replace(/^\/+|\/+$/g, '')
+    this.log = log
+    this.guard = new DestinationGuard(config)
     this.dispatcher =
       dispatcher ??
       new Agent({
@@ -68,15 +94,32 @@ export class UpstreamClient {
           timeout: config.timeouts.connectMs,
           ca: config.caFile ? readFileSync(config.caFile) : undefined,
           rejectUnauthorized: !config.insecureSkipVerify,
+          // Every connection (redirect targets and token realms included) resolves through the
+          // guard, so the address checked is the address connected to.
+          lookup: this.guard.lookup,
         },
         headersTimeout: config.timeouts.headersMs,
         bodyTimeout: config.timeouts.bodyMs,
         keepAliveTimeout: 30_000,
         connections: 64,
-      }).compose(interceptors.redirect({ maxRedirections: 5 }))
+      })
     this.basic =
       config.username !== undefined ? Buffer.from(`${config.username}:${config.password ?? ''}`).toString('base64') : undefined
-    this.tokens = new TokenCache(this.dispatcher, this.basic, config.timeouts.headersMs)
+    this.tokens = new TokenCache(this.dispatcher, (realm) => this.realmCredentials(realm), config.timeouts.headersMs)
+  }
+
+  /** Basic credentials for a token request to `realm`, when they may go there; throws when the realm may not be asked at all. */
+  private realmCredentials(realm: URL, basic: string | undefined = this.basic): string | undefined {
+    this.guard.checkUrl(realm, 'token realm')
+    if (basic === undefined) return undefined
+    const decision = this.guard.credentialsFor(realm)
+    if (decision.send) return basic
+    const origin = `${realm.protocol}//${realm.host}`
+    if (!this.reportedRealms.has(origin) && this.reportedRealms.size < MAX_REPORTED_REALMS) {
+      this.reportedRealms.add(origin)
+      this.log?.warn({ upstream: this.name, realm: origin, reason: decision.reason }, 'token realm gets no credentials: asking it anonymously')
+    }
+    return undefined
   }
 
   /** Upstream URL of a request; tags/list and referrers need it to rewrite Link headers. */
@@ -113,6 +156,10 @@ export class UpstreamClient {
         retry = `Basic ${creds !== undefined ? creds.basic : this.basic}`
       }
     } catch (err) {
+      if (destinationRefusal(err)) {
+        await res.body.dump().catch(() => {})
+        throw destinationRefusal(err)
+      }
       // The token service refusing us is an authorization answer (passed on); the token
       // service failing (5xx, 429) is an outage like any other.
       if (err instanceof TokenError && err.status > 0 && err.status < 500 && err.status !== 429) return res
@@ -126,9 +173,12 @@ export class UpstreamClient {
     return res
   }
 
-  /** A token from this upstream's token service for `basic` (a client's own credentials), with its lifetime. */
+  /**
+   * A token from this upstream's token service for `basic` (a client's own credentials), with its
+   * lifetime. The realm passes the same guard as for the configured credentials.
+   */
   fetchToken(tr: TokenRequest, basic: string | undefined): Promise<{ token: string; lifetimeMs: number }> {
-    return requestToken(this.dispatcher, basic, tr, this.config.timeouts.headersMs)
+    return requestToken(this.dispatcher, (realm) => this.realmCredentials(realm, basic), tr, this.config.timeouts.headersMs)
   }
 
   private cachedClientAuthorization(creds: RequestCredentials, scope: string | undefined): string | undefined {
@@ -149,17 +199,34 @@ export class UpstreamClient {
     const headers: Record<string, string> = { 'accept-encoding': 'identity', 'user-agent': 'regcache' }
     for (const [k, v] of Object.entries(req.headers ?? {})) if (v !== undefined) headers[k.toLowerCase()] = v
     if (authorization) headers.authorization = authorization
-    try {
-      const res = await request(this.url(req.repository, req.path), {
-        method: req.method,
-        headers,
-        dispatcher: this.dispatcher,
-        signal: req.signal,
-      })
-      this.noteRateLimit(res.headers)
-      return { status: res.statusCode, headers: res.headers, body: res.body as UpstreamResponse['body'] }
-    } catch (err) {
-      throw new UpstreamUnreachableError(this.name, classifyTransportError(err), err)
+    let url = this.url(req.repository, req.path)
+    let method: 'GET' | 'HEAD' = req.method
+    for (let hop = 0; ; hop++) {
+      let res: Dispatcher.ResponseData
+      try {
+        res = await request(url, { method, headers, dispatcher: this.dispatcher, signal: req.signal })
+      } catch (err) {
+        const refused = destinationRefusal(err)
+        if (refused) throw refused
+        throw new UpstreamUnreachableError(this.name, classifyTransportError(err), err)
+      }
+      if (hop === 0) this.noteRateLimit(res.headers)
+      const location = res.headers.location
+      if (!REDIRECT_STATUSES.has(res.statusCode) || typeof location !== 'string') {
+        return { status: res.statusCode, headers: res.headers, body: res.body as UpstreamResponse['body'] }
+      }
+      await res.body.dump().catch(() => {})
+      let next: URL
+      try {
+        next = new URL(location, url)
+      } catch {
+        throw new DestinationRefusedError(this.name, 'redirect', url, 'the Location header is not a URL')
+      }
+      if (hop >= MAX_REDIRECTS) throw new DestinationRefusedError(this.name, 'redirect', next, `more than ${MAX_REDIRECTS} redirects`)
+      this.guard.checkUrl(next, 'redirect')
+      if (next.origin !== url.origin) for (const h of ORIGIN_BOUND_HEADERS) delete headers[h]
+      if (res.statusCode === 303 && method !== 'HEAD') method = 'GET'
+      url = next
     }
   }
 

@@ -42,3 +42,31 @@ export class UpstreamUnreachableError extends Error {
     super(`upstream ${upstream} unreachable (${failure}): ${(cause as Error)?.message ?? String(cause)}`)
   }
 }
+
+/**
+ * A request regcache will not make: a redirect or token realm pointing at a scheme or an address
+ * the upstream may not send it to (docs/protocol.md#where-requests-and-credentials-go). Only the
+ * destination's origin is kept: a CDN URL's query often carries a signature.
+ */
+export class DestinationRefusedError extends Error {
+  readonly code = 'REGCACHE_DESTINATION_REFUSED'
+  readonly destination: string
+  constructor(
+    readonly upstream: string,
+    readonly purpose: 'redirect' | 'token realm' | 'connection',
+    url: URL,
+    readonly reason: string,
+  ) {
+    const destination = `${url.protocol}//${url.host}`
+    super(`upstream ${upstream}: ${purpose} to ${destination} refused (${reason})`)
+    this.destination = destination
+  }
+}
+
+/** The DestinationRefusedError behind `err` (undici may wrap a connect error), if any. */
+export function destinationRefusal(err: unknown): DestinationRefusedError | undefined {
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof DestinationRefusedError) return e
+  }
+  return undefined
+}

@@ -23,7 +23,8 @@ export class TokenCache {
 
   constructor(
     private readonly dispatcher: Dispatcher,
-    private readonly basic: string | undefined,
+    /** The Basic credentials that may go to a realm (undefined: ask anonymously); throws when the realm may not be asked. */
+    private readonly credentialsFor: (realm: URL) => string | undefined,
     private readonly timeoutMs: number,
     max = MAX_TOKENS,
   ) {
@@ -62,17 +63,27 @@ export class TokenCache {
   }
 
   private fetch(req: TokenRequest): Promise<{ token: string; lifetimeMs: number }> {
-    return requestToken(this.dispatcher, this.basic, req, this.timeoutMs)
+    return requestToken(this.dispatcher, this.credentialsFor, req, this.timeoutMs)
   }
 }
 
-/** One request to a token service (`basic`: base64 user:password, or none for an anonymous token). */
-export async function requestToken(dispatcher: Dispatcher, basic: string | undefined, req: TokenRequest, timeoutMs: number): Promise<{ token: string; lifetimeMs: number }> {
+/**
+ * One request to a token service. `credentialsFor` gives the Basic credentials (base64
+ * user:password) that may go to the realm, undefined for an anonymous token, and throws when the
+ * realm may not be asked at all.
+ */
+export async function requestToken(
+  dispatcher: Dispatcher,
+  credentialsFor: (realm: URL) => string | undefined,
+  req: TokenRequest,
+  timeoutMs: number,
+): Promise<{ token: string; lifetimeMs: number }> {
   const url = new URL(req.realm)
   if (req.service) url.searchParams.set('service', req.service)
   if (req.scope) for (const s of req.scope.split(' ')) url.searchParams.append('scope', s)
   const headers: Record<string, string> = { accept: 'application/json' }
-  if (basic) headers.authorization = `Basic ${basic}`
+  const basic = credentialsFor(url)
+  if (basic !== undefined) headers.authorization = `Basic ${basic}`
   const res = await request(url, { method: 'GET', headers, dispatcher, signal: AbortSignal.timeout(timeoutMs) })
   if (res.statusCode !== 200) {
     await res.body.dump()

@@ -1,11 +1,11 @@
 // GET/HEAD /v2/<name>/blobs/<digest>: from the cache, or from the one fill shared by every client,
-// with single byte ranges.
+// with single byte ranges; a range the fill has not reached yet comes from upstream at once.
 
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Mirror } from '../../core/mirror.js'
 import { RegistryError } from '../../core/errors.js'
 import { isValidDigest } from '../../oci/reference.js'
-import { parseRange } from '../range.js'
+import { parseRange, parseRangeSpec } from '../range.js'
 import { resolveTarget } from './target.js'
 
 export async function serveBlob(mirror: Mirror, name: string, digest: string, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
@@ -16,7 +16,7 @@ export async function serveBlob(mirror: Mirror, name: string, digest: string, re
   outcome.upstream = target.upstream.name
   outcome.repository = target.repository
   if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`)
-  const blob = await mirror.blob(target, digest, head ? 'HEAD' : 'GET')
+  const blob = await mirror.blob(target, digest, head ? 'HEAD' : 'GET', head ? undefined : parseRangeSpec(req.headers.range))
   outcome.cache = blob.outcome
   reply
     .header('content-type', 'application/octet-stream')
@@ -24,6 +24,14 @@ export async function serveBlob(mirror: Mirror, name: string, digest: string, re
     .header('etag', `"${blob.digest}"`)
     .header('accept-ranges', 'bytes')
     .header('x-regcache-cache', blob.outcome)
+  if (blob.kind === 'forwarded') {
+    // Lazy pulling: a range of a blob not cached yet, relayed from upstream (never stored).
+    reply.code(206).header('content-range', `bytes ${blob.start}-${blob.end}/${blob.size}`).header('content-length', blob.end - blob.start + 1)
+    let relayed = 0
+    blob.body.on('data', (c: Buffer) => (relayed += c.length))
+    blob.body.on('close', () => mirror.metrics.bytesServed.inc({ source: 'upstream' }, relayed))
+    return reply.send(blob.body)
+  }
   const range = parseRange(req.headers.range, blob.size)
   if (range.kind === 'unsatisfiable') {
     throw new RegistryError('RANGE_INVALID', `range ${req.headers.range} not satisfiable for a blob of ${blob.size} bytes`, {

@@ -4,6 +4,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Mirror } from '../../core/mirror.js'
 import { RegistryError } from '../../core/errors.js'
 import { isValidDigest, isValidTag, looksLikeDigest } from '../../oci/reference.js'
+import { MANIFEST_MEDIA_TYPES } from '../../oci/media-types.js'
 import { resolveTarget } from './target.js'
 
 export async function serveManifest(mirror: Mirror, name: string, reference: string, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
@@ -18,11 +19,17 @@ export async function serveManifest(mirror: Mirror, name: string, reference: str
     if (!isValidDigest(reference)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(reference)}`)
     result = await mirror.manifestByDigest(target, reference, req.headers.accept)
   } else {
-    if (!isValidTag(reference)) throw new RegistryError('TAG_INVALID', `invalid tag ${JSON.stringify(reference)}`)
+    // Neither a tag nor a digest: no manifest can have this name (the conformance suite expects 404).
+    if (!isValidTag(reference)) throw new RegistryError('MANIFEST_UNKNOWN', `no manifest can be named ${JSON.stringify(reference)}: neither a valid tag nor a digest`)
     result = await mirror.manifestByTag(target, reference, req.headers.accept)
   }
   outcome.cache = result.outcome
   outcome.digest = result.digest
+  // Only a manifest type ever goes out as a manifest's Content-Type (one stored before upstream
+  // types were checked could be anything).
+  if (!MANIFEST_MEDIA_TYPES.has(result.mediaType)) {
+    throw new RegistryError('UPSTREAM_ERROR', `the cached manifest ${result.digest} has media type ${JSON.stringify(result.mediaType)}, which is not a manifest type`)
+  }
   reply
     .header('content-type', result.mediaType)
     .header('content-length', result.size)

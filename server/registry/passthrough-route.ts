@@ -6,7 +6,9 @@ import type { Mirror } from '../../core/mirror.js'
 import type { Selection } from '../../core/select-upstream.js'
 import { resolveTarget, type RegistryQuery } from './target.js'
 
-const PASSED_HEADERS = ['content-type', 'content-length', 'docker-content-digest', 'oci-filters-applied', 'retry-after']
+const PASSED_HEADERS = ['content-length', 'docker-content-digest', 'oci-filters-applied', 'retry-after']
+/** What each answer is, whatever upstream labelled it (a browser must not render it as HTML). */
+const CONTENT_TYPES = { tags: 'application/json', referrers: 'application/vnd.oci.image.index.v1+json' } as const
 
 export async function servePassthrough(mirror: Mirror, name: string, sub: string, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const head = req.method === 'HEAD'
@@ -19,6 +21,7 @@ export async function servePassthrough(mirror: Mirror, name: string, sub: string
   const res = await mirror.passthrough(target, sub + queryWithoutNs(query), req.headers.accept, head ? 'HEAD' : 'GET')
   reply.code(res.status)
   for (const h of PASSED_HEADERS) if (res.headers[h] !== undefined) reply.header(h, res.headers[h])
+  reply.header('content-type', sub.startsWith('referrers/') ? CONTENT_TYPES.referrers : CONTENT_TYPES.tags)
   const link = res.headers.link
   if (link !== undefined) reply.header('link', rewriteLink(String(link), mirror.upstreamUrl(target, ''), selection))
   if (head) {

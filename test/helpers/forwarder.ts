@@ -1,6 +1,8 @@
 // TCP man-in-the-middle used to put an upstream registry into failure modes
 // (down, hanging, truncating) without touching the registry itself, so
 // regcache's "serve from cache when upstream is sick" paths can be driven.
+// Optionally a slow link: the target -> client direction of all connections
+// shares one bandwidth budget, like a registry across the internet.
 import net from 'node:net'
 import { freePort } from './ports.js'
 
@@ -31,8 +33,16 @@ export interface Forwarder {
   stop(): Promise<void>
 }
 
-export async function startForwarder(target: { host: string; port: number }): Promise<Forwarder> {
+export interface ForwarderOptions {
+  /** Bandwidth of the target -> client direction, shared by all connections. Default: unlimited. */
+  bytesPerSecond?: number
+}
+
+export async function startForwarder(target: { host: string; port: number }, opts: ForwarderOptions = {}): Promise<Forwarder> {
   const port = await freePort()
+  const rate = opts.bytesPerSecond ?? Infinity
+  /** When the shared link is free again (performance.now() ms). */
+  let linkFreeAt = 0
   let mode: ForwarderMode = 'pass'
   let cutAfter = Infinity
   let cutsLeft = Infinity
@@ -55,22 +65,50 @@ export async function startForwarder(target: { host: string; port: number }): Pr
   const forward = (client: net.Socket, limit: number) => {
     const upstream = net.connect({ host: target.host, port: target.port })
     track(upstream)
-    upstream.once('close', () => client.destroy())
+    // The target may close while a chunk waits its turn (pause() holds back neither 'end' nor
+    // 'close'): the close is passed on after that chunk.
+    let waiting = false
+    let ended = false
+    upstream.once('close', () => {
+      ended = true
+      if (!waiting) client.destroy()
+    })
     client.once('close', () => upstream.destroy())
     client.pipe(upstream)
-    if (limit === Infinity) {
+    if (limit === Infinity && rate === Infinity) {
       upstream.pipe(client)
       return
+    }
+    const send = (chunk: Buffer) => {
+      if (!client.write(chunk)) {
+        upstream.pause()
+        client.once('drain', () => upstream.resume())
+      }
+    }
+    // One chunk at a time per connection: the link is busy until linkFreeAt, so each chunk
+    // waits its turn and the connection stays paused meanwhile.
+    const paced = (chunk: Buffer) => {
+      if (rate === Infinity) return send(chunk)
+      const now = performance.now()
+      linkFreeAt = Math.max(linkFreeAt, now) + (chunk.length / rate) * 1000
+      const wait = linkFreeAt - now
+      if (wait < 1) return send(chunk)
+      upstream.pause()
+      waiting = true
+      setTimeout(() => {
+        waiting = false
+        if (client.destroyed) return
+        if (client.write(chunk)) upstream.resume()
+        else client.once('drain', () => upstream.resume())
+        if (ended) client.end()
+      }, wait)
     }
     let flowed = 0
     upstream.on('data', (chunk: Buffer) => {
       const room = limit - flowed
       if (chunk.length < room) {
         flowed += chunk.length
-        if (!client.write(chunk)) {
-          upstream.pause()
-          client.once('drain', () => upstream.resume())
-        }
+        paced(chunk)
         return
       }
       // Deliver exactly `limit` bytes, then tear down: the client sees a
@@ -78,7 +116,10 @@ export async function startForwarder(target: { host: string; port: number }): Pr
       upstream.destroy()
       client.end(chunk.subarray(0, room), () => client.destroy())
     })
-    upstream.once('end', () => client.end())
+    upstream.once('end', () => {
+      ended = true
+      if (!waiting) client.end()
+    })
   }
 
   const onConnection = (client: net.Socket) => {

@@ -90,7 +90,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
       return sum
     },
     get storage() {
-      storage ??= { meta: new Metadata(dbPath(dataDir)), store: new BlobStore(dataDir) }
+      storage ??= { meta: new Metadata(dbPath(dataDir), { totals: 'query' }), store: new BlobStore(dataDir) }
       return storage
     },
     async stop() {

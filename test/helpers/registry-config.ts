@@ -20,6 +20,8 @@ export interface RegistryConfigOptions {
   auth?: Record<string, unknown>
   /** Upstream of distribution's pull-through cache (`proxy: remoteurl:`). */
   proxyRemoteUrl?: string
+  /** URL patterns a non-distributable (foreign) layer may name; by default none is accepted. */
+  foreignLayerUrls?: string[]
 }
 
 /** The `auth:` mapping for basic auth against an htpasswd (bcrypt) file. */
@@ -44,6 +46,7 @@ export function registryConfig(o: RegistryConfigOptions): string {
   }
   if (o.auth) config.auth = o.auth
   if (o.proxyRemoteUrl) config.proxy = { remoteurl: o.proxyRemoteUrl }
+  if (o.foreignLayerUrls) config.validation = { manifests: { urls: { allow: o.foreignLayerUrls } } }
   return stringify(config)
 }
 

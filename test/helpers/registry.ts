@@ -79,6 +79,8 @@ export interface RegistryOptions {
   authConfig?: Record<string, unknown>
   /** Listen address; defaults to 127.0.0.1 on a free port. */
   addr?: string
+  /** URL patterns foreign (non-distributable) layers may name (distribution's validation.manifests.urls.allow). */
+  foreignLayerUrls?: string[]
 }
 
 // gorilla/handlers combined log format, which distribution writes to stdout
@@ -148,7 +150,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
       await writeFile(htpasswd, `${opts.auth.username}:${await bcrypt(opts.auth.password)}\n`)
       auth = htpasswdAuth(htpasswd)
     }
-    const configPath = await writeRegistryConfig(dir, { addr, rootDir: dataDir, auth })
+    const configPath = await writeRegistryConfig(dir, { addr, rootDir: dataDir, auth, foreignLayerUrls: opts.foreignLayerUrls })
     const authorization = opts.auth
       ? 'Basic ' + Buffer.from(`${opts.auth.username}:${opts.auth.password}`).toString('base64')
       : undefined

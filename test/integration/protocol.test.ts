@@ -300,7 +300,7 @@ t.test('OCI distribution protocol through regcache', async (t) => {
       { range: 'bytes=500-', status: 206, start: 500, end: 2047 },
       { range: 'bytes=-500', status: 206, start: 1548, end: 2047 },
       { range: 'bytes=2000-5000', status: 206, start: 2000, end: 2047 },
-      { range: 'bytes=500-0', status: 416 },
+      { range: 'bytes=500-0', status: 200 },
       { range: 'bytes=3000-', status: 416 },
       { range: 'bytes=0-99,200-299', status: 200 },
     ]
@@ -391,7 +391,9 @@ t.test('OCI distribution protocol through regcache', async (t) => {
       t.equal(full.status, 200, 'full GET afterwards: 200')
       t.equal(sha256(full.body), digest, 'full GET afterwards hashes to the digest')
       await hub.settle()
-      t.equal(hub.count({ method: 'GET', pathIncludes: `/blobs/${digest}` }), 1, 'one upstream download served every request')
+      // Ranges the download has not reached are forwarded upstream (206s); the blob itself is
+      // downloaded once.
+      t.equal(hub.count({ method: 'GET', pathIncludes: `/blobs/${digest}`, status: 200 }), 1, 'one upstream download of the whole blob')
     })
   })
 
@@ -436,11 +438,19 @@ t.test('OCI distribution protocol through regcache', async (t) => {
       ['GET', '/v2/library/App/tags/list', 'NAME_INVALID'],
       ['GET', '/v2/ghcr.io/Org/tool/manifests/v1', 'NAME_INVALID'],
       ['GET', '/v2/org/Tool/manifests/v1?ns=ghcr.io', 'NAME_INVALID'],
-      ['GET', `/v2/library/app/manifests/${'a'.repeat(129)}`, 'TAG_INVALID'],
-      ['GET', '/v2/library/app/manifests/.hidden', 'TAG_INVALID'],
-      ['GET', '/v2/library/app/manifests/-dash', 'TAG_INVALID'],
-      ['HEAD', `/v2/library/app/manifests/${'a'.repeat(129)}`, 'TAG_INVALID'],
     ]
+    // Neither a tag nor a digest: names no manifest (404 MANIFEST_UNKNOWN, the conformance suite's answer).
+    const notReferences: [string, string][] = [
+      ['GET', `/v2/library/app/manifests/${'a'.repeat(129)}`],
+      ['GET', '/v2/library/app/manifests/.hidden'],
+      ['GET', '/v2/library/app/manifests/-dash'],
+      ['HEAD', `/v2/library/app/manifests/${'a'.repeat(129)}`],
+    ]
+    for (const [method, p] of notReferences) {
+      const res = await client.request(method, rc.url + p)
+      t.equal(res.status, 404, `${method} ${p.slice(0, 60)}: 404`)
+      if (method === 'GET') t.equal(ociErrors(res)?.[0]?.code, 'MANIFEST_UNKNOWN')
+    }
     for (const d of badDigests) {
       cases.push(['GET', `/v2/library/app/manifests/${d}`, 'DIGEST_INVALID'])
       cases.push(['GET', `/v2/library/app/blobs/${d}`, 'DIGEST_INVALID'])

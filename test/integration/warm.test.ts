@@ -13,7 +13,6 @@ import { ensureCommand } from '../helpers/packages.js'
 import { makeTempDir, removeTempDir, run, runOk, waitUntil } from '../helpers/proc.js'
 import { startRegistry } from '../helpers/registry.js'
 import { startRegcache } from '../helpers/regcache.js'
-import { startThrottle } from '../helpers/throttle.js'
 
 const exec = promisify(execFile)
 const cli = (...args: string[]) => exec(process.execPath, ['dist/cli/main.js', ...args])
@@ -197,7 +196,7 @@ t.test('warm for people: plain lines, --from-file, --from-kubernetes, the live d
     t.teardown(rc.stop)
     // Slow the mirror's answers so the download can be watched.
     const mirror = new URL(rc.url)
-    const slow = await startThrottle({ host: mirror.hostname, port: Number(mirror.port) }, 256 * 1024)
+    const slow = await startForwarder({ host: mirror.hostname, port: Number(mirror.port) }, { bytesPerSecond: 256 * 1024 })
     t.teardown(slow.stop)
     const socket = `regcache-warm-${process.pid}`
     const tmux = (...args: string[]) => runOk('tmux', ['-L', socket, ...args])

@@ -46,7 +46,7 @@ t.test('built-in defaults when there is no file', async (t) => {
   t.equal(hub.onRollback, 'follow')
   t.strictSame(hub.down, { failures: 3, probeIntervalMs: 10 * SEC })
   t.strictSame(hub.timeouts, { connectMs: 5 * SEC, headersMs: 30 * SEC, bodyMs: 60 * SEC })
-  t.strictSame(cfg.cache, { maxSizeBytes: undefined, maxAgeMs: undefined })
+  t.strictSame(cfg.cache, { maxSizeBytes: undefined, maxAgeMs: undefined, scrubMs: 7 * DAY })
   t.equal(cfg.tls, undefined)
   t.equal(cfg.shutdownGraceMs, 30 * SEC)
 })
@@ -189,7 +189,7 @@ t.test('values from the file: durations, sizes, enums, passwordEnv', async (t) =
   t.equal(quay.url, 'http://quay.internal:8080/mirror')
   t.equal(quay.username, 'robot')
   t.equal(quay.password, 'hunter2', 'password from the env passed in')
-  t.strictSame(cfg.cache, { maxSizeBytes: 50 * 1024 ** 3, maxAgeMs: 30 * DAY })
+  t.strictSame(cfg.cache, { maxSizeBytes: 50 * 1024 ** 3, maxAgeMs: 30 * DAY, scrubMs: 7 * DAY })
   t.equal(cfg.shutdownGraceMs, 3_600_000)
 })
 
@@ -295,4 +295,64 @@ t.test('parseListen', async (t) => {
     ['mirror.internal:443', { host: 'mirror.internal', port: 443 }],
   ]
   for (const [value, expect] of cases) t.strictSame(parseListen(value), expect, value)
+})
+
+t.test('durations a Node timer cannot hold and non-finite values are refused, naming the key', async (t) => {
+  const dir = tempDir(t)
+  const cases: { yaml: string; key: RegExp }[] = [
+    // 2^31 ms is one past the longest timer; 25d is above it too.
+    { yaml: 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    timeouts:\n      body: 2147484s\n', key: /upstreams\.docker\.io\.timeouts\.body: / },
+    { yaml: 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    down:\n      probeInterval: 25d\n', key: /upstreams\.docker\.io\.down\.probeInterval: / },
+    { yaml: 'shutdownGrace: 30d\n', key: /(^|\s)shutdownGrace: /m },
+    { yaml: 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    revalidate:\n      timeout: .inf\n', key: /upstreams\.docker\.io\.revalidate\.timeout: / },
+    { yaml: 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    stale:\n      maxAge: .nan\n', key: /upstreams\.docker\.io\.stale\.maxAge: / },
+    { yaml: 'cache:\n  maxAge: -.inf\n', key: /(^|\s)cache\.maxAge: /m },
+  ]
+  for (const [i, c] of cases.entries()) {
+    const file = join(dir, `case-${i}.yaml`)
+    writeFileSync(file, c.yaml)
+    const err = configError(() => loadConfig({ file, env: {} }))
+    t.ok(err, `${JSON.stringify(c.yaml)}: refused`)
+    t.match(err?.message, c.key, `${JSON.stringify(c.yaml)}: names the key`)
+  }
+  // The longest timer itself is fine, and long non-timer durations (stale.maxAge) are too.
+  const ok = join(dir, 'ok.yaml')
+  writeFileSync(ok, 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    timeouts:\n      body: 2147483s\n    stale:\n      maxAge: 365d\n')
+  const cfg = loadConfig({ file: ok, env: {} })
+  t.equal(cfg.upstreams['docker.io'].timeouts.bodyMs, 2_147_483_000)
+  t.equal(cfg.upstreams['docker.io'].stale.maxAgeMs, 365 * DAY)
+})
+
+t.test('a password inside an upstream url is refused without echoing it', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'config.yaml')
+  writeFileSync(file, 'upstreams:\n  ghcr.io:\n    url: https://robot:hunter2-secret@ghcr.io\ndefaultUpstream: ghcr.io\n')
+  const err = configError(() => loadConfig({ file, env: {} }))
+  t.ok(err, 'refused')
+  t.match(err?.message, /upstreams\.ghcr\.io\.url: /)
+  t.match(err?.message, /passwordFile/, 'says what to use instead')
+  t.notMatch(err?.message, /hunter2-secret/, 'the password is not repeated in the message')
+})
+
+t.test('token realms: auth.docker.io for Docker Hub by default, configurable, validated', async (t) => {
+  t.strictSame(loadConfig({ env: {} }).upstreams['docker.io'].tokenRealms, ['auth.docker.io'], 'built-in default upstream')
+  t.equal(loadConfig({ env: {} }).upstreams['docker.io'].allowPrivateRedirects, false)
+  const dir = tempDir(t)
+  const write = (name: string, yaml: string) => {
+    const file = join(dir, name)
+    writeFileSync(file, yaml)
+    return file
+  }
+  const hub = loadConfig({ file: write('hub.yaml', 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n'), env: {} })
+  t.strictSame(hub.upstreams['docker.io'].tokenRealms, ['auth.docker.io'], 'derived for registry-1.docker.io written out')
+  const ghcr = loadConfig({
+    file: write('ghcr.yaml', 'defaultUpstream: ghcr.io\nupstreams:\n  ghcr.io:\n    url: https://ghcr.io\n    tokenRealms: [Auth.Example.com]\n    allowPrivateRedirects: true\n'),
+    env: {},
+  })
+  t.strictSame(ghcr.upstreams['ghcr.io'].tokenRealms, ['auth.example.com'])
+  t.equal(ghcr.upstreams['ghcr.io'].allowPrivateRedirects, true)
+  const none = loadConfig({ file: write('none.yaml', 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    tokenRealms: []\n'), env: {} })
+  t.strictSame(none.upstreams['docker.io'].tokenRealms, [], 'an explicit empty list wins over the derived default')
+  const err = configError(() => loadConfig({ file: write('bad.yaml', 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    tokenRealms: ["https://auth.docker.io/token"]\n'), env: {} }))
+  t.match(err?.message, /upstreams\.docker\.io\.tokenRealms\.0: expected a host name/)
 })

@@ -91,6 +91,10 @@ t.test('inspectManifest', async (t) => {
     ['schema1 detected from a generic header (schemaVersion 1)', buf(schema1), 'application/json', { mediaType: MEDIA_TYPES.schema1Signed, references: [L1, L2] }],
     ['schema1 detected with no header', buf(schema1), undefined, { mediaType: MEDIA_TYPES.schema1Signed, references: [L1, L2] }],
     ['schema1 header: fsLayers blobSums, de-duplicated', buf(schema1), MEDIA_TYPES.schema1, { mediaType: MEDIA_TYPES.schema1, references: [L1, L2] }],
+    // A body mediaType that is not a manifest type never becomes the Content-Type clients see.
+    ['text/html header and body mediaType: inferred from "config"', buf({ ...ociImage, mediaType: 'text/html' }), 'text/html', { mediaType: MEDIA_TYPES.ociManifest, references: [CONFIG, L1, L2] }],
+    ['generic header, body mediaType text/html: inferred from "manifests"', buf({ ...ociIndex, mediaType: 'text/html' }), 'application/json', { mediaType: MEDIA_TYPES.ociIndex, references: [M1, M2] }],
+    ['known types are matched without regard to case', buf(ociImageNoType), 'Application/VND.oci.image.manifest.v1+json', { mediaType: MEDIA_TYPES.ociManifest, references: [CONFIG, L1, L2] }],
     [
       'duplicate layer digests listed once',
       buf({ ...ociImage, layers: [...ociImage.layers, ociImage.layers[0]] }),
@@ -116,6 +120,7 @@ t.test('inspectManifest: invalid manifests throw ManifestError (MANIFEST_INVALID
     ['JSON array', Buffer.from('[]'), MEDIA_TYPES.ociManifest],
     ['JSON string', Buffer.from('"manifest"'), MEDIA_TYPES.ociManifest],
     ['generic header and no hint in the body', Buffer.from('{"schemaVersion": 2}'), 'application/json'],
+    ['text/html body mediaType and no manifest structure', Buffer.from('{"schemaVersion": 2, "mediaType": "text/html"}'), 'text/html'],
   ]
   for (const [why, bytes, contentType] of cases) {
     let caught: unknown

@@ -1,6 +1,6 @@
 // Human durations and sizes used in the configuration file.
 import t from 'tap'
-import { formatDuration, parseDuration, parseSize } from '../../config/units.js'
+import { parseDuration, parseSize } from '../../config/units.js'
 
 const S = 1000
 const M = 60 * S
@@ -70,27 +70,4 @@ t.test('parseSize', async (t) => {
     ['two numbers', '1 2', undefined],
   ]
   for (const [why, value, expect] of cases) t.equal(parseSize(value), expect, `${why}: ${JSON.stringify(value)}`)
-})
-
-t.test('formatDuration', async (t) => {
-  const cases: [number, string][] = [
-    [0, '0s'],
-    [500, '500ms'],
-    [1500, '1500ms'],
-    [S, '1s'],
-    [90 * S, '90s'],
-    [M, '1m'],
-    [90 * M, '90m'],
-    [H, '1h'],
-    [36 * H, '36h'],
-    [D, '1d'],
-    [7 * D, '7d'],
-  ]
-  for (const [ms, expect] of cases) t.equal(formatDuration(ms), expect, `${ms} → ${expect}`)
-})
-
-t.test('formatDuration output parses back to the same value', async (t) => {
-  for (const ms of [0, 1, 250, 1500, S, 45 * S, M, 90 * M, H, 36 * H, D, 7 * D, 30 * D]) {
-    t.equal(parseDuration(formatDuration(ms)), ms, `${ms} → ${formatDuration(ms)} → ${ms}`)
-  }
 })

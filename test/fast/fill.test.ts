@@ -1,0 +1,208 @@
+// One shared blob download (core/fill.ts), driven chunk by chunk from a stream the test holds:
+// late joiners, the last byte held back until the digest verifies, mismatches, resumes, surplus
+// bytes and readers that leave.
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PassThrough, type Readable } from 'node:stream'
+import t from 'tap'
+import { Fill } from '../../core/fill.js'
+import { BlobStore } from '../../storage/blob-store.js'
+import type { UpstreamResponse } from '../../upstream/client.js'
+import { sha256 } from './fake-registry.js'
+
+const SIZE = 64 * 1024
+const tick = () => new Promise((r) => setImmediate(r))
+
+function upstreamBody(status = 200, headers: UpstreamResponse['headers'] = {}): { res: UpstreamResponse; body: PassThrough } {
+  const body = new PassThrough()
+  const res = { status, headers, body: Object.assign(body, { dump: async () => void body.resume() }) }
+  return { res, body }
+}
+
+async function setup(t: { teardown(fn: () => void): void }, bytes: Buffer, opts: { digest?: string; resume?: (offset: number) => Promise<UpstreamResponse>; maxResumes?: number } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'regcache-fill-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const store = new BlobStore(dir)
+  await store.init()
+  const digest = opts.digest ?? sha256(bytes)
+  const first = upstreamBody()
+  const events: string[] = []
+  const resumes: number[] = []
+  const fill = new Fill({
+    digest,
+    size: bytes.length,
+    writer: await store.createWriter(digest),
+    first: first.res,
+    resume: async (offset) => {
+      resumes.push(offset)
+      if (!opts.resume) throw new Error('no resume in this test')
+      return opts.resume(offset)
+    },
+    maxResumes: opts.maxResumes,
+    onCommitted: () => events.push('committed'),
+  })
+  return { store, digest, fill, body: first.body, events, resumes }
+}
+
+/** Reads a stream to its end or error; `seen` shows what arrived so far. */
+function follow(stream: Readable, events?: string[]) {
+  const chunks: Buffer[] = []
+  const result = new Promise<{ bytes: Buffer; error?: Error }>((resolve) => {
+    stream.on('data', (c: Buffer) => chunks.push(c))
+    stream.on('end', () => {
+      events?.push('reader-end')
+      resolve({ bytes: Buffer.concat(chunks) })
+    })
+    stream.on('error', (error) => resolve({ bytes: Buffer.concat(chunks), error }))
+  })
+  return { result, seen: () => chunks.reduce((n, c) => n + c.length, 0) }
+}
+
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 2000 && !cond(); i++) await new Promise((r) => setTimeout(r, 2))
+}
+
+t.test('a client that joins late reads what is on disk, then the rest', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const { fill, body, store, digest } = await setup(t, bytes)
+  const early = follow(fill.createReadStream(0, SIZE - 1))
+  body.write(bytes.subarray(0, SIZE / 2))
+  await until(() => fill.written === SIZE / 2)
+  const late = follow(fill.createReadStream(0, SIZE - 1))
+  const ranged = follow(fill.createReadStream(100, 199))
+  body.end(bytes.subarray(SIZE / 2))
+  for (const r of [early, late]) t.ok((await r.result).bytes.equals(bytes))
+  t.ok((await ranged.result).bytes.equals(bytes.subarray(100, 200)), 'a range of the blob')
+  await fill.done
+  t.equal(fill.state, 'done')
+  t.equal(await store.size(digest), SIZE, 'stored under its digest')
+})
+
+t.test('the last byte is held until the digest verifies and the blob is recorded', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const { fill, body, events } = await setup(t, bytes)
+  const r = follow(fill.createReadStream(0, SIZE - 1), events)
+  body.write(bytes.subarray(0, SIZE - 1))
+  await until(() => r.seen() === SIZE - 1)
+  await tick()
+  t.equal(r.seen(), SIZE - 1, 'everything but the last byte')
+  t.same(events, [], 'not recorded, not ended')
+  body.end(bytes.subarray(SIZE - 1))
+  t.ok((await r.result).bytes.equals(bytes))
+  t.same(events, ['committed', 'reader-end'], 'recorded before the client saw the end')
+})
+
+t.test('a digest mismatch never completes a stream and stores nothing', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const wrong = Buffer.from(bytes)
+  wrong[SIZE - 1] ^= 1
+  const { fill, body, store, digest, events } = await setup(t, bytes)
+  const readers = [follow(fill.createReadStream(0, SIZE - 1), events), follow(fill.createReadStream(SIZE - 10, SIZE - 1), events)]
+  body.end(wrong)
+  for (const r of readers) {
+    const { bytes: got, error } = await r.result
+    t.ok(error, 'the client sees an error')
+    t.ok(got.length < SIZE - 10 || got.length < SIZE, 'never the whole blob')
+  }
+  await t.rejects(fill.done)
+  t.equal(fill.state, 'failed')
+  t.notOk(events.includes('reader-end'))
+  t.notOk(events.includes('committed'))
+  t.equal(await store.size(digest), undefined)
+})
+
+t.test('a cut is resumed with a range from the received offset', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const cutAt = 20_000
+  const { fill, body, resumes } = await setup(t, bytes, {
+    resume: async (offset) => {
+      const r = upstreamBody(206, { 'content-range': `bytes ${offset}-${SIZE - 1}/${SIZE}` })
+      r.body.end(bytes.subarray(offset))
+      return r.res
+    },
+  })
+  const r = follow(fill.createReadStream(0, SIZE - 1))
+  body.write(bytes.subarray(0, cutAt))
+  await until(() => fill.written === cutAt)
+  body.destroy(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }))
+  t.ok((await r.result).bytes.equals(bytes))
+  await fill.done
+  t.same(resumes, [cutAt])
+  t.equal(fill.resumes, 1)
+})
+
+t.test('resumes that do not continue at the offset fail the fill', async (t) => {
+  const cases: { name: string; status: number; range?: string }[] = [
+    { name: 'upstream ignores the range (200)', status: 200 },
+    { name: 'upstream resumes elsewhere', status: 206, range: `bytes 0-${SIZE - 1}/${SIZE}` },
+  ]
+  for (const c of cases) {
+    await t.test(c.name, async (t) => {
+      const bytes = randomBytes(SIZE)
+      const { fill, body, store, digest } = await setup(t, bytes, {
+        resume: async () => {
+          const r = upstreamBody(c.status, c.range ? { 'content-range': c.range } : {})
+          r.body.end(bytes)
+          return r.res
+        },
+      })
+      const r = follow(fill.createReadStream(0, SIZE - 1))
+      body.write(bytes.subarray(0, 1000))
+      await until(() => fill.written === 1000)
+      body.destroy(Object.assign(new Error('cut'), { code: 'ECONNRESET' }))
+      t.ok((await r.result).error)
+      await t.rejects(fill.done)
+      t.equal(await store.size(digest), undefined)
+    })
+  }
+})
+
+t.test('repeated cuts give up after maxResumes', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const { fill, body, resumes } = await setup(t, bytes, {
+    maxResumes: 2,
+    resume: async (offset) => {
+      const r = upstreamBody(206, { 'content-range': `bytes ${offset}-${SIZE - 1}/${SIZE}` })
+      r.body.write(bytes.subarray(offset, offset + 100))
+      setImmediate(() => r.body.destroy(Object.assign(new Error('cut'), { code: 'ECONNRESET' })))
+      return r.res
+    },
+  })
+  const r = follow(fill.createReadStream(0, SIZE - 1))
+  body.write(bytes.subarray(0, 100))
+  await until(() => fill.written === 100)
+  body.destroy(Object.assign(new Error('cut'), { code: 'ECONNRESET' }))
+  t.ok((await r.result).error)
+  await t.rejects(fill.done)
+  t.equal(resumes.length, 2)
+})
+
+t.test('upstream sending more than it announced fails the fill', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const { fill, body, store, digest } = await setup(t, bytes)
+  const r = follow(fill.createReadStream(0, SIZE - 1))
+  body.end(Buffer.concat([bytes, Buffer.from('surplus')]))
+  const { error, bytes: got } = await r.result
+  t.ok(error)
+  t.ok(got.length < SIZE)
+  await t.rejects(fill.done)
+  t.equal(await store.size(digest), undefined)
+})
+
+t.test('a reader destroyed mid-way leaves the fill and the other readers alone', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const { fill, body, store, digest } = await setup(t, bytes)
+  const leaving = fill.createReadStream(0, SIZE - 1)
+  const gone = follow(leaving)
+  const staying = follow(fill.createReadStream(0, SIZE - 1))
+  body.write(bytes.subarray(0, SIZE / 4))
+  await until(() => gone.seen() > 0)
+  leaving.destroy()
+  body.end(bytes.subarray(SIZE / 4))
+  t.ok((await staying.result).bytes.equals(bytes))
+  await fill.done
+  t.equal(fill.state, 'done')
+  t.equal(await store.size(digest), SIZE)
+})
