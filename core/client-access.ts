@@ -76,23 +76,23 @@ export class ClientAccess {
     const repository = t.repository
     const down = this.up.health.isDown
     const now = down ? this.state.accessOffline(key, repository) : this.state.access(key, repository)
-    if (now.serve) return this.bind(t, now.public ? undefined : credentials)
+    if (now.serve) return this.bind(t, now.public ? ANONYMOUS_KEY : key, now.public ? undefined : credentials)
     if (key !== ANONYMOUS_KEY && this.rejected.has(key)) throw new CredentialsRejectedError()
     if (!down && this.denied.has(`${key}\n${repository}`)) throw this.refusal(key)
     if (!down) {
       const outcome = await this.state.recheck(key, repository, () => this.ask(t, key, credentials))
-      if (outcome === 'granted' || outcome === 'public') return this.bind(t, outcome === 'public' ? undefined : credentials)
+      if (outcome === 'granted' || outcome === 'public') return this.bind(t, outcome === 'public' ? ANONYMOUS_KEY : key, outcome === 'public' ? undefined : credentials)
       if (outcome === 'denied') {
         if (key !== ANONYMOUS_KEY && this.rejected.has(key)) throw new CredentialsRejectedError()
         // These credentials may not, but anyone may: a public repository.
-        if (key !== ANONYMOUS_KEY && (await this.isPublic(t))) return this.bind(t, undefined)
+        if (key !== ANONYMOUS_KEY && (await this.isPublic(t))) return this.bind(t, ANONYMOUS_KEY, undefined)
         this.denied.set(`${key}\n${repository}`, true)
         throw this.refusal(key)
       }
     }
     // Upstream cannot be asked: only those it said yes to within `authorization.offline`.
     const offline = this.state.accessOffline(key, repository)
-    if (offline.serve) return this.bind(t, offline.public ? undefined : credentials)
+    if (offline.serve) return this.bind(t, offline.public ? ANONYMOUS_KEY : key, offline.public ? undefined : credentials)
     if (key === ANONYMOUS_KEY) throw new RegistryError('UNAUTHORIZED', 'authentication required', { headers: { 'www-authenticate': 'Basic realm="regcache"' } })
     throw new RegistryError('UNAVAILABLE', `upstream ${this.up.name} unavailable, and it has not accepted these credentials for this repository recently`)
   }
@@ -157,8 +157,7 @@ export class ClientAccess {
   }
 
   /** The target with an upstream client speaking for these credentials (undefined: anonymously). */
-  private bind(t: Target, credentials: BasicCredentials | undefined): Target {
-    const key = this.state.keyOf(credentials)
+  private bind(t: Target, key: ClientKey, credentials: BasicCredentials | undefined): Target {
     const identity = this.identity(key, credentials)
     const base = this.up.client
     const state = this.state
