@@ -13,12 +13,20 @@ export interface ClientConfigOptions {
   /** containerd: CA file for an https mirror with a private CA. */
   ca?: string
   skipVerify?: boolean
+  /** Credentials regcache asks for (its `auth:` section): sent by the generated configuration. */
+  credentials?: { username: string; password: string }
 }
 
 export interface GeneratedFile {
   /** Path relative to the client's configuration directory. */
   path: string
   content: string
+  /** Holds a credential: written readable by its owner only. */
+  secret?: boolean
+}
+
+function basicValue(c: { username: string; password: string }): string {
+  return Buffer.from(`${c.username}:${c.password}`, 'utf8').toString('base64')
 }
 
 export function containerdHosts(o: ClientConfigOptions): GeneratedFile[] {
@@ -28,6 +36,8 @@ export function containerdHosts(o: ClientConfigOptions): GeneratedFile[] {
     '  capabilities = ["pull", "resolve"]',
     ...(o.ca ? [`  ca = ${q(o.ca)}`] : []),
     ...(o.skipVerify ? ['  skip_verify = true'] : []),
+    // Sent up front on every request to the mirror (and only to it, never to the fallback server).
+    ...(o.credentials ? ['', `[host.${q(o.mirror)}.header]`, `  Authorization = [${q(`Basic ${basicValue(o.credentials)}`)}]`] : []),
   ]
   const files: GeneratedFile[] = []
   for (const host of Object.keys(o.upstreams)) {
@@ -43,6 +53,7 @@ export function containerdHosts(o: ClientConfigOptions): GeneratedFile[] {
         ...hostBlock,
         '',
       ].join('\n'),
+      secret: o.credentials !== undefined,
     })
   }
   files.push({
@@ -53,6 +64,7 @@ export function containerdHosts(o: ClientConfigOptions): GeneratedFile[] {
       ...hostBlock,
       '',
     ].join('\n'),
+    secret: o.credentials !== undefined,
   })
   return files
 }
@@ -75,4 +87,31 @@ export function podmanRegistriesConf(o: ClientConfigOptions): GeneratedFile {
     lines.push('')
   }
   return { path: 'registries.conf', content: lines.join('\n') }
+}
+
+/**
+ * containers-auth.json(5) for podman, skopeo and buildah: credentials for the mirror's host, which
+ * they send to every mirror location on it. Goes to $XDG_RUNTIME_DIR/containers/auth.json (or
+ * --authfile / REGISTRY_AUTH_FILE).
+ */
+export function podmanAuthJson(o: ClientConfigOptions): GeneratedFile | undefined {
+  if (!o.credentials) return undefined
+  const host = new URL(o.mirror).host
+  return { path: 'auth.json', content: JSON.stringify({ auths: { [host]: { auth: basicValue(o.credentials) } } }, null, 2) + '\n', secret: true }
+}
+
+/** What a Docker user does instead: daemon.json cannot hold credentials. */
+export function dockerCredentialsNote(o: ClientConfigOptions): string | undefined {
+  if (!o.credentials) return undefined
+  const host = new URL(o.mirror).host
+  return [
+    '# daemon.json cannot hold credentials. To a registry-mirrors mirror, dockerd sends the credentials',
+    '# the pulling user stored for Docker Hub (docker login), never those stored for the mirror host.',
+    '# With credentials: client on the docker.io upstream that is what regcache checks; otherwise use',
+    '# the mirror by name:',
+    `#   docker login ${host} --username ${o.credentials.username} --password-stdin < PASSWORD_FILE`,
+    `#   docker pull ${host}/docker.io/library/alpine:3`,
+    '# See the README, "How each client sends credentials to a mirror".',
+    '',
+  ].join('\n')
 }

@@ -6,6 +6,7 @@ import { configOrExit, parse, usageFailure } from './common.js'
 import { startServer } from '../server/serve.js'
 import { DataDirInUseError } from '../storage/data-lock.js'
 import { createLogger } from './logger.js'
+import { HtpasswdError } from '../auth/htpasswd.js'
 
 export async function serveCommand(argv: string[]): Promise<number> {
   let values
@@ -34,6 +35,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
   try {
     server = await startServer(config, log)
   } catch (err) {
+    // A configuration problem found while starting: said like the config loader's, exit 2.
+    if (err instanceof HtpasswdError) {
+      process.stderr.write(`regcache: auth.htpasswd: ${err.message}\n`)
+      return 2
+    }
     if (err instanceof DataDirInUseError) {
       process.stderr.write(`regcache: ${err.message}\n`)
       return 1

@@ -10,6 +10,7 @@ Usage:
   regcache client-config containerd|docker|podman --mirror URL
                    [--upstreams a,b] [--output-dir DIR] [--no-fallback]
                    [--ca FILE] [--skip-verify] [--config FILE]
+                   [--username NAME --password-file FILE]
                                                    print client configuration
   regcache warm    [IMAGE...] [--from-file FILE] [--from-kubernetes FILE|-]
                    [--mirror URL] [--platform OS/ARCH]... [--all-platforms]
@@ -84,6 +85,10 @@ Options:
   --no-fallback      containerd: never fall back to the registry itself
   --ca FILE          containerd: path, on the node, of the CA that signed the mirror's certificate
   --skip-verify      containerd: do not verify the mirror's certificate
+  --username NAME    credentials for a mirror with an auth: section, with --password-file:
+  --password-file F  containerd: an Authorization header in hosts.toml; podman: an auth.json;
+                     docker: a note (daemon.json cannot hold credentials; use docker login)
+                     Files holding credentials are written readable by their owner only.
   -c, --config FILE  YAML configuration (for the upstreams)
 `
 

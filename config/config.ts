@@ -7,6 +7,8 @@ import { Ajv, type ErrorObject } from 'ajv'
 import { parse as parseYaml } from 'yaml'
 import { configSchema, type ConfigFile, type PrefetchFile, type UpstreamFile } from './schema.js'
 import { isValidName, isValidTag, parseImageRef, repositoryFor } from '../oci/reference.js'
+import { DEFAULT_ANONYMOUS, type AuthConfig, type CredentialMode, type AuthorizationWindows } from '../auth/config.js'
+import { rulesProblems } from '../auth/rules.js'
 import { parseDuration, parseSize } from './units.js'
 import type { S3StoreSettings } from '../storage/s3-settings.js'
 
@@ -31,6 +33,10 @@ export interface UpstreamConfig {
   readonly onRollback: OnRollback
   readonly down: { readonly failures: number; readonly probeIntervalMs: number }
   readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyMs: number }
+  /** Whose credentials go upstream: the ones configured here (`mirror`) or each client's own (`client`). */
+  readonly credentials: CredentialMode
+  /** For `credentials: client`: how long upstream's "yes" is trusted, normally and during an outage. */
+  readonly authorization: AuthorizationWindows
 }
 
 export type SwitchPolicy = 'immediate' | 'when-cached'
@@ -66,6 +72,8 @@ export interface Config {
   readonly tls?: { readonly certFile: string; readonly keyFile: string }
   readonly shutdownGraceMs: number
   readonly prefetch: readonly PrefetchConfig[]
+  /** Client authentication; absent: no client is asked for credentials. htpasswd is an absolute path. */
+  readonly auth?: AuthConfig
 }
 
 export type StorageConfig =
@@ -196,7 +204,18 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
         headersMs: ms(`${key}.timeouts.headers`, u.timeouts.headers),
         bodyMs: ms(`${key}.timeouts.body`, u.timeouts.body),
       }),
+      credentials: u.credentials,
+      authorization: Object.freeze({
+        recheckMs: ms(`${key}.authorization.recheck`, u.authorization.recheck),
+        offlineMs: ms(`${key}.authorization.offline`, u.authorization.offline, false),
+      }),
     })
+    if (u.credentials === 'client' && (u.username !== undefined || u.passwordFile !== undefined || u.passwordEnv !== undefined)) {
+      problems.push(`${key}: credentials is "client", so each client's own credentials go upstream; remove username/passwordFile/passwordEnv`)
+    }
+    if (u.credentials === 'client' && upstreams[name].authorization.recheckMs === 0) {
+      problems.push(`${key}.authorization.recheck: expected a duration above 0 (0 would ask upstream before every request)`)
+    }
     if (upstreams[name].revalidate.timeoutMs === 0) problems.push(`${key}.revalidate.timeout: expected a duration above 0`)
   }
   if (!(doc.defaultUpstream in upstreams)) {
@@ -248,6 +267,16 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
   } else if (doc.storage.s3 !== undefined) {
     problems.push('storage.s3: set storage.type to s3 to use it (it is filesystem now)')
   }
+  let auth: AuthConfig | undefined
+  if (doc.auth !== undefined) {
+    const rules = doc.auth.rules?.map((r) => Object.freeze({ users: Object.freeze([...r.users]), upstreams: Object.freeze([...r.upstreams]), repositories: Object.freeze([...r.repositories]) }))
+    if (rules !== undefined) problems.push(...rulesProblems(rules, Object.keys(upstreams)))
+    auth = Object.freeze({
+      htpasswd: doc.auth.htpasswd !== undefined ? path(doc.auth.htpasswd) : undefined,
+      anonymous: doc.auth.anonymous ?? DEFAULT_ANONYMOUS,
+      rules: rules !== undefined ? Object.freeze(rules) : undefined,
+    })
+  }
 
   const config: Config = {
     listen,
@@ -261,6 +290,7 @@ function resolveConfig(doc: ConfigFile, source: string, base: string, env: NodeJ
     tls: doc.tls ? Object.freeze({ certFile: path(doc.tls.certFile), keyFile: path(doc.tls.keyFile) }) : undefined,
     shutdownGraceMs: ms('shutdownGrace', doc.shutdownGrace),
     prefetch: Object.freeze(doc.prefetch.map((p, i) => resolvePrefetch(p, `prefetch[${i}]`, doc.defaultUpstream, upstreams, ms, problems))),
+    auth,
   }
   if (problems.length > 0) throw new ConfigError(source, problems)
   return Object.freeze(config)

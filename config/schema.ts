@@ -46,6 +46,32 @@ export const upstreamSchema = Type.Object(
       headers: Duration({ default: '30s' }),
       body: Duration({ default: '60s' }),
     }),
+    // mirror: the username/password above serve every client the auth rules allow.
+    // client: each client's own Basic credentials go upstream (auth/client-credentials.ts).
+    credentials: Enum(['mirror', 'client'] as const, 'mirror'),
+    authorization: Section({
+      recheck: Duration({ default: '5m' }),
+      offline: Duration({ default: '24h' }),
+    }),
+  },
+  { additionalProperties: false },
+)
+
+const authRuleSchema = Type.Object(
+  {
+    users: Type.Array(NonEmpty()),
+    upstreams: Type.Array(NonEmpty()),
+    repositories: Type.Array(Type.String()),
+  },
+  { additionalProperties: false },
+)
+
+/** Client authentication (auth/). Absent: every client may pull everything, as without it. */
+export const authSchema = Type.Object(
+  {
+    htpasswd: Type.Optional(NonEmpty()),
+    anonymous: Type.Boolean({ default: true }),
+    rules: Type.Optional(Type.Array(authRuleSchema)),
   },
   { additionalProperties: false },
 )
@@ -107,6 +133,7 @@ export const configSchema = Type.Object(
       ),
     }),
     tls: Type.Optional(Type.Object({ certFile: NonEmpty(), keyFile: NonEmpty() }, { additionalProperties: false })),
+    auth: Type.Optional(authSchema),
     shutdownGrace: Duration({ default: '30s' }),
     prefetch: Type.Array(prefetchSchema, { default: [] }),
   },

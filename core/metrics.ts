@@ -86,6 +86,18 @@ export class Metrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   })
+  readonly authFailures = new Counter({
+    name: 'regcache_auth_failures_total',
+    help: 'Requests refused for their credentials or throttled, by reason (bad-credentials, anonymous-off, throttled, upstream-rejected, invalid-*).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  })
+  readonly clientRechecks = new Counter({
+    name: 'regcache_client_rechecks_total',
+    help: 'For upstreams with credentials: client, times upstream was asked whether a client may read a repository, by outcome.',
+    labelNames: ['upstream', 'outcome'] as const,
+    registers: [this.registry],
+  })
   readonly rangeForwards = new Counter({
     name: 'regcache_range_forwards_total',
     help: 'Ranges of blobs not cached yet asked for: forwarded upstream, coalesced with an identical forward, rejected (upstream answered another range), failed (no answer), or waited for the fill (blobs.rangeForwards reached).',

@@ -13,11 +13,13 @@ import { DataDirLock } from '../storage/data-lock.js'
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js'
 import { headerValue } from '../upstream/headers.js'
 import { acceptHeader } from '../oci/media-types.js'
+import type { BasicCredentials } from '../auth/basic.js'
 import { Blobs, type BlobResult } from './blobs.js'
 import { ClusterFill } from './cluster-fill.js'
 import { openContentBackend, type ContentBackend } from './content-backend.js'
 import { SharedEviction } from './shared-eviction.js'
 import { StoreReadiness } from './store-readiness.js'
+import { ClientAccess } from './client-access.js'
 import { Evictor } from './evictor.js'
 import type { RangeSpec } from './byte-range.js'
 import type { ForwardedRange } from './range-forward.js'
@@ -62,6 +64,8 @@ export class Mirror {
   private readonly scrubber: Scrubber
   private readonly prefetcher: Prefetcher
   private readonly sampler: SeriesSampler
+  /** Per upstream with `credentials: client`: whose credentials upstream accepted, for what. */
+  private readonly clientAccess = new Map<string, ClientAccess>()
   private flushTimer?: NodeJS.Timeout
   private lock?: DataDirLock
   private flushing = false
@@ -80,6 +84,9 @@ export class Mirror {
     this.meta = stores?.meta ?? new Metadata(dbPath(config.dataDir))
     this.upstreams = new Upstreams({ config, metrics: this.metrics, log, clientFactory })
     this.upstreamNames = new Set(this.upstreams.all().map((u) => u.name))
+    for (const up of this.upstreams.all()) {
+      if (up.config.credentials === 'client') this.clientAccess.set(up.name, new ClientAccess({ upstream: up, upstreams: this.upstreams, metrics: this.metrics, log }))
+    }
     this.manifests = new Manifests({
       upstreams: this.upstreams,
       meta: this.meta,
@@ -181,6 +188,22 @@ export class Mirror {
     return { target: { upstream: this.upstreams.get(selection.upstream) as Upstream, repository: selection.repository }, selection }
   }
 
+  /**
+   * The target a request with these client credentials may be served with. For an upstream with
+   * `credentials: client` this asks upstream (or trusts its recent answer) and throws 401/403/503
+   * when the credentials may not read the repository; otherwise the target is returned as it is
+   * (access rules are checked before, in the server).
+   */
+  authorize(t: Target, credentials: BasicCredentials | undefined): Promise<Target> {
+    const access = this.clientAccess.get(t.upstream.name)
+    return access === undefined ? Promise.resolve(t) : access.authorize(t, credentials)
+  }
+
+  /** Whose credentials go to this upstream. */
+  credentialMode(upstream: string): 'mirror' | 'client' {
+    return this.clientAccess.has(upstream) ? 'client' : 'mirror'
+  }
+
   /** Upstream's URL for a path under the target's repository (Link headers are rewritten from it). */
   upstreamUrl(t: Target, path: string): URL {
     return t.upstream.client.url(t.repository, path)
@@ -252,6 +275,7 @@ export class Mirror {
       limitBytes: this.config.cache.maxSizeBytes,
       prefetch: this.prefetcher.status(),
       topPulls: this.sampler.topPulls(),
+      authEnabled: this.config.auth !== undefined,
     })
   }
 

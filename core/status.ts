@@ -15,7 +15,11 @@ export interface Status {
     consecutiveFailures: number
     lastFailure?: { at: number; reason: string }
     rateLimit?: { limit?: string; remaining?: string; at: number }
+    /** Whose credentials go upstream: the configured ones (`mirror`) or each client's own (`client`). */
+    credentials: 'mirror' | 'client'
   }[]
+  /** Whether clients are asked for credentials (an `auth:` section is configured). */
+  auth: { enabled: boolean }
   cache: { bytes: number; limitBytes: number | null; blobs: number; fillsInFlight: number }
   requests: { total: number; fromCache: number; hitRatio: number | null; byOutcome: Record<string, number> }
   /** What the cache spared upstream since start: bytes sent from the cache, manifest and blob requests answered without a download. */
@@ -39,6 +43,7 @@ export interface StatusSources {
   limitBytes: number | undefined
   prefetch: PrefetchEntryStatus[]
   topPulls: { image: string; pulls: number }[]
+  authEnabled: boolean
 }
 
 export async function statusOf(s: StatusSources): Promise<Status> {
@@ -67,7 +72,9 @@ export async function statusOf(s: StatusSources): Promise<Status> {
       consecutiveFailures: u.health.consecutiveFailures,
       lastFailure: u.health.lastFailure,
       rateLimit: u.client.rateLimit,
+      credentials: u.config.credentials,
     })),
+    auth: { enabled: s.authEnabled },
     cache: { bytes: totals.bytes, limitBytes: s.limitBytes ?? null, blobs: totals.count, fillsInFlight: s.fillsInFlight },
     requests: { total, fromCache, hitRatio: total > 0 ? fromCache / total : null, byOutcome },
     saved: { bytes: savedBytes, requests: savedRequests },

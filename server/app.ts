@@ -9,15 +9,18 @@ import { clientErrorHandler } from './client-error.js'
 import { RegistryError } from '../core/errors.js'
 import { registryPlugin } from './registry/plugin.js'
 import { opsPlugin } from './ops-plugin.js'
+import { installAuthHook, type ClientAuth } from './auth-hook.js'
 import './request-outcome.js'
 
 export interface AppOptions {
   mirror: Mirror
   log: Logger
   https?: { cert: Buffer; key: Buffer }
+  /** Client authentication (the `auth:` section); absent: every client may pull. */
+  auth?: ClientAuth
 }
 
-export function buildApp({ mirror, log, https }: AppOptions): FastifyInstance {
+export function buildApp({ mirror, log, https, auth }: AppOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: log,
     // One line per request is written in onResponse, with the cache outcome in it.
@@ -42,6 +45,8 @@ export function buildApp({ mirror, log, https }: AppOptions): FastifyInstance {
   })
 
   app.decorateRequest('outcome', null)
+  app.decorateRequest('user', null)
+  app.decorateRequest('authorizedTarget', null)
 
   app.addHook('onRequest', async (_req, reply) => {
     reply.header('docker-distribution-api-version', 'registry/2.0')
@@ -64,6 +69,7 @@ export function buildApp({ mirror, log, https }: AppOptions): FastifyInstance {
         status: reply.statusCode,
         ms: Math.round(reply.elapsedTime * 10) / 10,
         kind,
+        user: req.user ?? undefined,
         cache: o?.cache,
         upstream: o?.upstream,
         repository: o?.repository,
@@ -73,6 +79,8 @@ export function buildApp({ mirror, log, https }: AppOptions): FastifyInstance {
       'request',
     )
   })
+
+  if (auth !== undefined) installAuthHook(app, { auth, mirror, log })
 
   app.setErrorHandler(errorHandler)
   app.setNotFoundHandler((req, reply) => errorHandler(new RegistryError('NOT_FOUND', `no such endpoint: ${req.url.split('?')[0]}`), req, reply))

@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../config/config.js'
 import { Mirror } from '../core/mirror.js'
 import { buildApp } from './app.js'
+import { openClientAuth } from './auth-hook.js'
 
 export interface Server {
   app: FastifyInstance
@@ -20,11 +21,19 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref()
 
 export async function startServer(config: Config, log: Logger): Promise<Server> {
   const mirror = await Mirror.open({ config, log })
+  let auth
+  try {
+    auth = await openClientAuth(config, log)
+  } catch (err) {
+    await mirror.close()
+    throw err
+  }
   const https = config.tls ? { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } : undefined
-  const app = buildApp({ mirror, log, https })
+  const app = buildApp({ mirror, log, https, auth })
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })
   } catch (err) {
+    auth?.close()
     await mirror.close()
     throw err
   }
@@ -50,6 +59,7 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
           await mirror.abortDownloads()
           await Promise.race([mirror.drain(), sleep(2000)])
         }
+        auth?.close()
         await mirror.close()
       })()
       return closing

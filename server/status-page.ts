@@ -48,7 +48,8 @@ export const STATUS_PAGE = `<!doctype html>
 </div>
 
 <h2>Upstreams</h2>
-<table id="upstreams"><thead><tr><th>Registry</th><th>URL</th><th>State</th><th>Last failure</th><th>Rate limit</th></tr></thead><tbody></tbody></table>
+<p id="auth" class="muted"></p>
+<table id="upstreams"><thead><tr><th>Registry</th><th>URL</th><th>State</th><th>Credentials upstream</th><th>Last failure</th><th>Rate limit</th></tr></thead><tbody></tbody></table>
 
 <h2>Most pulled images (7 days)</h2>
 <table id="top-pulls"><thead><tr><th>Image</th><th>Pulls</th><th></th></tr></thead><tbody></tbody></table>
@@ -97,7 +98,9 @@ async function refresh() {
   $('requests').textContent = s.requests.fromCache + ' of ' + s.requests.total + ' requests from cache'
   $('blobs').textContent = s.cache.blobs
   $('fills').textContent = s.cache.fillsInFlight + ' downloads in progress'
+  $('auth').textContent = s.auth.enabled ? 'Client authentication is on.' : 'Client authentication is off: every client may pull.'
   rows($('upstreams').tBodies[0], s.upstreams, (u) => [esc(u.name), '<code>' + esc(u.url) + '</code>', '<span class="' + u.state + '">' + u.state + '</span>',
+    u.credentials === 'client' ? "each client's own" : "regcache's",
     u.lastFailure ? esc(u.lastFailure.reason) + ' at ' + when(u.lastFailure.at) : '', u.rateLimit ? rate(u.rateLimit) : ''])
   const most = (s.topPulls ?? [])[0]?.pulls ?? 1
   rows($('top-pulls').tBodies[0], s.topPulls ?? [], (p) => [esc(p.image), String(p.pulls), '<div class="bar" style="width:' + Math.round(100 * p.pulls / most) + '%"></div>'])

@@ -9,7 +9,7 @@ import { Agent, request, type Dispatcher } from 'undici'
 import type { Readable } from 'node:stream'
 import type { UpstreamConfig } from '../config/config.js'
 import { parseChallenges } from './challenge.js'
-import { TokenCache, TokenError, tokenKey, type TokenRequest } from './token-cache.js'
+import { TokenCache, TokenError, requestToken, tokenKey, type TokenRequest } from './token-cache.js'
 import { DestinationRefusedError, UpstreamUnreachableError, classifyTransportError, destinationRefusal } from './errors.js'
 import { DestinationGuard } from './destination-guard.js'
 
@@ -38,6 +38,18 @@ export interface UpstreamRequest {
   path: string
   headers?: Record<string, string | undefined>
   signal?: AbortSignal
+  /** A client's own identity instead of the configured one (upstreams with `credentials: client`). */
+  credentials?: RequestCredentials
+}
+
+/** Another identity for one request: where its tokens come from and what it answers a Basic challenge with. */
+export interface RequestCredentials {
+  /** base64 `user:password` for a Basic challenge; undefined for an anonymous client. */
+  readonly basic?: string
+  /** A token this identity already holds for the scope, if any. */
+  cachedToken(tr: TokenRequest): string | undefined
+  /** A token from the token service, obtained with this identity; `rejected` is the one upstream just refused. */
+  token(tr: TokenRequest, rejected: string | undefined, signal?: AbortSignal): Promise<string>
 }
 
 export interface UpstreamResponse {
@@ -97,11 +109,11 @@ export class UpstreamClient {
   }
 
   /** Basic credentials for a token request to `realm`, when they may go there; throws when the realm may not be asked at all. */
-  private realmCredentials(realm: URL): string | undefined {
+  private realmCredentials(realm: URL, basic: string | undefined = this.basic): string | undefined {
     this.guard.checkUrl(realm, 'token realm')
-    if (this.basic === undefined) return undefined
+    if (basic === undefined) return undefined
     const decision = this.guard.credentialsFor(realm)
-    if (decision.send) return this.basic
+    if (decision.send) return basic
     const origin = `${realm.protocol}//${realm.host}`
     if (!this.reportedRealms.has(origin) && this.reportedRealms.size < MAX_REPORTED_REALMS) {
       this.reportedRealms.add(origin)
@@ -122,7 +134,8 @@ export class UpstreamClient {
    */
   async request(req: UpstreamRequest): Promise<UpstreamResponse> {
     const scope = req.repository !== undefined ? `repository:${[this.prefix, req.repository].filter((s) => s).join('/')}:pull` : undefined
-    let auth = this.cachedAuthorization(scope)
+    const creds = req.credentials
+    let auth = creds !== undefined ? this.cachedClientAuthorization(creds, scope) : this.cachedAuthorization(scope)
     let res = await this.send(req, auth)
     if (res.status !== 401) return res
     const challenges = parseChallenges(res.headers['www-authenticate'])
@@ -133,10 +146,14 @@ export class UpstreamClient {
       if (bearer?.params.realm) {
         this.bearer = { realm: bearer.params.realm, service: bearer.params.service }
         const tr: TokenRequest = { realm: bearer.params.realm, service: bearer.params.service, scope: bearer.params.scope ?? scope }
-        if (auth !== undefined) this.tokens.drop(tokenKey(tr))
-        retry = `Bearer ${await this.tokens.get(tr, req.signal)}`
-      } else if (basicChallenge && this.basic && auth === undefined) {
-        retry = `Basic ${this.basic}`
+        if (creds !== undefined) {
+          retry = `Bearer ${await creds.token(tr, auth?.slice('Bearer '.length), req.signal)}`
+        } else {
+          if (auth !== undefined) this.tokens.drop(tokenKey(tr))
+          retry = `Bearer ${await this.tokens.get(tr, req.signal)}`
+        }
+      } else if (basicChallenge && auth === undefined && (creds !== undefined ? creds.basic : this.basic)) {
+        retry = `Basic ${creds !== undefined ? creds.basic : this.basic}`
       }
     } catch (err) {
       if (destinationRefusal(err)) {
@@ -154,6 +171,20 @@ export class UpstreamClient {
     auth = retry
     res = await this.send(req, auth)
     return res
+  }
+
+  /**
+   * A token from this upstream's token service for `basic` (a client's own credentials), with its
+   * lifetime. The realm passes the same guard as for the configured credentials.
+   */
+  fetchToken(tr: TokenRequest, basic: string | undefined): Promise<{ token: string; lifetimeMs: number }> {
+    return requestToken(this.dispatcher, (realm) => this.realmCredentials(realm, basic), tr, this.config.timeouts.headersMs)
+  }
+
+  private cachedClientAuthorization(creds: RequestCredentials, scope: string | undefined): string | undefined {
+    if (!this.bearer) return undefined
+    const t = creds.cachedToken({ ...this.bearer, scope })
+    return t !== undefined ? `Bearer ${t}` : undefined
   }
 
   private cachedAuthorization(scope: string | undefined): string | undefined {

@@ -62,30 +62,44 @@ export class TokenCache {
     return token
   }
 
-  private async fetch(req: TokenRequest): Promise<{ token: string; lifetimeMs: number }> {
-    const url = new URL(req.realm)
-    if (req.service) url.searchParams.set('service', req.service)
-    if (req.scope) for (const s of req.scope.split(' ')) url.searchParams.append('scope', s)
-    const headers: Record<string, string> = { accept: 'application/json' }
-    const basic = this.credentialsFor(url)
-    if (basic !== undefined) headers.authorization = `Basic ${basic}`
-    const res = await request(url, { method: 'GET', headers, dispatcher: this.dispatcher, signal: AbortSignal.timeout(this.timeoutMs) })
-    if (res.statusCode !== 200) {
-      await res.body.dump()
-      throw new TokenError(res.statusCode, url.origin + url.pathname)
-    }
-    const body = (await res.body.json()) as { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown }
-    const token = typeof body.token === 'string' && body.token !== '' ? body.token : body.access_token
-    if (typeof token !== 'string' || token === '') throw new TokenError(res.statusCode, url.origin + url.pathname, 'no token in the response')
-    const lifetime = (typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60) * 1000
-    const issued = typeof body.issued_at === 'string' ? Date.parse(body.issued_at) : NaN
-    const start = Number.isFinite(issued) && Math.abs(issued - Date.now()) < 3_600_000 ? issued : Date.now()
-    const lifetimeMs = Math.max(1, start + lifetime - Math.min(SKEW_MS, lifetime / 4) - Date.now())
-    return { token, lifetimeMs }
+  private fetch(req: TokenRequest): Promise<{ token: string; lifetimeMs: number }> {
+    return requestToken(this.dispatcher, this.credentialsFor, req, this.timeoutMs)
   }
 }
 
-function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+/**
+ * One request to a token service. `credentialsFor` gives the Basic credentials (base64
+ * user:password) that may go to the realm, undefined for an anonymous token, and throws when the
+ * realm may not be asked at all.
+ */
+export async function requestToken(
+  dispatcher: Dispatcher,
+  credentialsFor: (realm: URL) => string | undefined,
+  req: TokenRequest,
+  timeoutMs: number,
+): Promise<{ token: string; lifetimeMs: number }> {
+  const url = new URL(req.realm)
+  if (req.service) url.searchParams.set('service', req.service)
+  if (req.scope) for (const s of req.scope.split(' ')) url.searchParams.append('scope', s)
+  const headers: Record<string, string> = { accept: 'application/json' }
+  const basic = credentialsFor(url)
+  if (basic !== undefined) headers.authorization = `Basic ${basic}`
+  const res = await request(url, { method: 'GET', headers, dispatcher, signal: AbortSignal.timeout(timeoutMs) })
+  if (res.statusCode !== 200) {
+    await res.body.dump()
+    throw new TokenError(res.statusCode, url.origin + url.pathname)
+  }
+  const body = (await res.body.json()) as { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown }
+  const token = typeof body.token === 'string' && body.token !== '' ? body.token : body.access_token
+  if (typeof token !== 'string' || token === '') throw new TokenError(res.statusCode, url.origin + url.pathname, 'no token in the response')
+  const lifetime = (typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60) * 1000
+  const issued = typeof body.issued_at === 'string' ? Date.parse(body.issued_at) : NaN
+  const start = Number.isFinite(issued) && Math.abs(issued - Date.now()) < 3_600_000 ? issued : Date.now()
+  const lifetimeMs = Math.max(1, start + lifetime - Math.min(SKEW_MS, lifetime / 4) - Date.now())
+  return { token, lifetimeMs }
+}
+
+export function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason)
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason)

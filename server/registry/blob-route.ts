@@ -6,13 +6,13 @@ import type { Mirror } from '../../core/mirror.js'
 import { RegistryError } from '../../core/errors.js'
 import { isValidDigest } from '../../oci/reference.js'
 import { parseRange, parseRangeSpec } from '../range.js'
-import { resolveTarget, type RegistryQuery } from './target.js'
+import { resolveTarget } from './target.js'
 
 export async function serveBlob(mirror: Mirror, name: string, digest: string, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const head = req.method === 'HEAD'
   const outcome: NonNullable<FastifyRequest['outcome']> = { kind: 'blob', digest }
   req.outcome = outcome
-  const { target } = resolveTarget(mirror, name, req.query as RegistryQuery, reply)
+  const { target } = resolveTarget(mirror, name, req, reply)
   outcome.upstream = target.upstream.name
   outcome.repository = target.repository
   if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`)

@@ -5,13 +5,13 @@ import type { Mirror } from '../../core/mirror.js'
 import { RegistryError } from '../../core/errors.js'
 import { isValidDigest, isValidTag, looksLikeDigest } from '../../oci/reference.js'
 import { MANIFEST_MEDIA_TYPES } from '../../oci/media-types.js'
-import { resolveTarget, type RegistryQuery } from './target.js'
+import { resolveTarget } from './target.js'
 
 export async function serveManifest(mirror: Mirror, name: string, reference: string, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const head = req.method === 'HEAD'
   const outcome: NonNullable<FastifyRequest['outcome']> = { kind: 'manifest' }
   req.outcome = outcome
-  const { target } = resolveTarget(mirror, name, req.query as RegistryQuery, reply)
+  const { target } = resolveTarget(mirror, name, req, reply)
   outcome.upstream = target.upstream.name
   outcome.repository = target.repository
   let result

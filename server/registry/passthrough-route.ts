@@ -15,7 +15,7 @@ export async function servePassthrough(mirror: Mirror, name: string, sub: string
   const outcome: NonNullable<FastifyRequest['outcome']> = { kind: 'other' }
   req.outcome = outcome
   const query = req.query as RegistryQuery
-  const { target, selection } = resolveTarget(mirror, name, query, reply)
+  const { target, selection } = resolveTarget(mirror, name, req, reply)
   outcome.upstream = target.upstream.name
   outcome.repository = target.repository
   const res = await mirror.passthrough(target, sub + queryWithoutNs(query), req.headers.accept, head ? 'HEAD' : 'GET')

@@ -14,6 +14,8 @@ export interface PullOptions {
   allPlatforms?: boolean
   /** ctr --plain-http: default scheme for hosts without an explicit one. */
   plainHttp?: boolean
+  /** ctr --user `name:password`: answered to a registry's (or mirror's) Basic challenge. */
+  user?: string
   timeoutMs?: number
 }
 
@@ -124,6 +126,7 @@ export async function startContainerd(): Promise<Containerd> {
       async pull(ref, opts) {
         const args = ['images', 'pull', '--hosts-dir', opts.hostsDir]
         if (opts.plainHttp) args.push('--plain-http')
+        if (opts.user !== undefined) args.push('--user', opts.user)
         if (opts.allPlatforms) args.push('--all-platforms')
         else if (opts.platform) args.push('--platform', opts.platform)
         args.push(ref)

@@ -21,6 +21,8 @@ export interface RegcacheOptions {
   /** Reuse a data directory (restart tests). */
   dataDir?: string
   listen?: string
+  /** pino level of the log file (default debug). */
+  logLevel?: string
 }
 
 export interface Regcache {
@@ -49,7 +51,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const doc = {
     listen: opts.listen ?? '127.0.0.1:0',
     dataDir,
-    logLevel: 'debug',
+    logLevel: opts.logLevel ?? 'debug',
     defaultUpstream: opts.defaultUpstream ?? Object.keys(opts.upstreams)[0],
     upstreams: opts.upstreams,
     ...opts.extra,
@@ -57,7 +59,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   await writeFile(configFile, stringify(doc))
   const config = loadConfig({ file: configFile })
   const logFile = join(dir, 'regcache.log')
-  const log = pino({ level: 'debug' }, pino.destination({ dest: logFile, sync: true }))
+  const log = pino({ level: opts.logLevel ?? 'debug' }, pino.destination({ dest: logFile, sync: true }))
   const server = await startServer(config, log)
   const url = server.url
   let stopped = false
