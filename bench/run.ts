@@ -840,7 +840,9 @@ const watchdog = setTimeout(() => {
 }, WATCHDOG_MS)
 watchdog.unref()
 
-main().then(
+// `npm run bench -- --scale`: the large-cache measurements instead (bench/scale.ts).
+const mode = process.argv.includes('--scale') ? import('./scale.js').then((m) => m.runScale(defer)) : main()
+mode.then(
   (code) => shutdown(code),
   (err) => {
     log(`FAILED: ${(err as Error)?.stack ?? err}`)

@@ -33,8 +33,8 @@ export interface MirrorOptions {
 
 /** How often last-access times are written to the database (reads stay off the write path). */
 const ACCESS_FLUSH_MS = 5000
-/** Last-access times written per transaction. */
-const ACCESS_FLUSH_SLICE = 2000
+/** Last-access times written per transaction (some 50 µs each at a million rows). */
+const ACCESS_FLUSH_SLICE = 250
 
 export class Mirror {
   readonly metrics = new Metrics()
@@ -57,7 +57,7 @@ export class Mirror {
     clientFactory?: MirrorOptions['clientFactory'],
   ) {
     this.store = new BlobStore(config.dataDir)
-    this.meta = new Metadata(dbPath(config.dataDir))
+    this.meta = new Metadata(dbPath(config.dataDir), { backgroundCheckpoints: true })
     this.upstreams = new Upstreams({ config, metrics: this.metrics, log, clientFactory })
     this.upstreamNames = new Set(this.upstreams.all().map((u) => u.name))
     this.manifests = new Manifests({ upstreams: this.upstreams, meta: this.meta, store: this.store, metrics: this.metrics, log })

@@ -6,6 +6,7 @@ import Database from 'better-sqlite3'
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { SCHEMA_VERSION, migrate } from './metadata-schema.js'
+import { Checkpointer } from './checkpointer.js'
 
 export interface ContentRow {
   digest: string
@@ -79,6 +80,8 @@ interface EventRow {
 export interface OpenOptions {
   /** Reads only (history, inspection): no schema changes, no writes. */
   readonly?: boolean
+  /** Checkpoint the write-ahead log on a thread of its own (the server: no fsync on the event loop). */
+  backgroundCheckpoints?: boolean
 }
 
 /** Accept sets kept per tag; beyond it the least recently confirmed is dropped. */
@@ -89,8 +92,9 @@ export class Metadata {
   private readonly s
   private readonly pendingAccess = new Map<string, number>()
   /** Running totals of the content table, so no request or scrape sums it. */
-  private readonly sums: { count: number; bytes: number }
+  private readonly sums?: { count: number; bytes: number }
   private readonly readonly: boolean
+  private readonly checkpointer?: Checkpointer
 
   constructor(path: string, opts: OpenOptions = {}) {
     this.readonly = opts.readonly === true
@@ -191,7 +195,9 @@ export class Metadata {
       totals: db.prepare<[], { count: number; bytes: number }>('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM content'),
       ping: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM (SELECT 1 FROM tags LIMIT 1)'),
     }
-    this.sums = this.s.totals.get() ?? { count: 0, bytes: 0 }
+    // One full scan when opened for writing; read-only users (history, fsck) never need it.
+    if (!this.readonly) this.sums = this.s.totals.get() ?? { count: 0, bytes: 0 }
+    if (opts.backgroundCheckpoints && !this.readonly && path !== ':memory:') this.checkpointer = new Checkpointer(this.db, path)
   }
 
   getContent(digest: string): ContentRow | undefined {
@@ -203,13 +209,12 @@ export class Metadata {
    * for. Digests a manifest merely references are not linked: only upstream's own answer for a
    * repository proves that it holds a digest.
    */
-  putContent(row: { digest: string; size: number; mediaType?: string }, link?: { upstream: string; repository: string }): void {
-    const now = Date.now()
+  putContent(row: { digest: string; size: number; mediaType?: string }, link?: { upstream: string; repository: string }, now = Date.now()): void {
     this.db.transaction(() => {
       const before = this.s.contentSize.get(row.digest)
       this.s.putContent.run({ digest: row.digest, size: row.size, mediaType: row.mediaType ?? null, now })
-      if (before) this.sums.bytes += row.size - before.size
-      else {
+      if (this.sums && before) this.sums.bytes += row.size - before.size
+      else if (this.sums) {
         this.sums.count++
         this.sums.bytes += row.size
       }
@@ -229,7 +234,7 @@ export class Metadata {
         const before = this.s.contentSize.get(digest)
         this.s.deleteContent.run(digest)
         this.s.unlinkAll.run(digest)
-        if (before) {
+        if (before && this.sums) {
           this.sums.count--
           this.sums.bytes -= before.size
         }
@@ -386,7 +391,7 @@ export class Metadata {
 
   /** Number and bytes of stored content: kept up to date in memory, read from the file when read-only. */
   totals(): { count: number; bytes: number } {
-    if (this.readonly) return this.s.totals.get() ?? { count: 0, bytes: 0 }
+    if (!this.sums) return this.s.totals.get() ?? { count: 0, bytes: 0 }
     return { ...this.sums }
   }
 
@@ -397,6 +402,7 @@ export class Metadata {
 
   close(): void {
     if (!this.readonly) this.flushAccess()
+    this.checkpointer?.stop()
     this.db.close()
   }
 }
