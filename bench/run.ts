@@ -841,7 +841,12 @@ const watchdog = setTimeout(() => {
 watchdog.unref()
 
 // `npm run bench -- --scale`: the large-cache measurements instead (bench/scale.ts).
-const mode = process.argv.includes('--scale') ? import('./scale.js').then((m) => m.runScale(defer)) : main()
+// `--memory`: 1,000 clients of one cached blob (bench/memory.ts).
+const mode = process.argv.includes('--scale')
+  ? import('./scale.js').then((m) => m.runScale(defer))
+  : process.argv.includes('--memory')
+    ? import('./memory.js').then((m) => m.runMemory())
+    : main()
 mode.then(
   (code) => shutdown(code),
   (err) => {

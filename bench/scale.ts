@@ -43,7 +43,7 @@ const TAGS_PER_BLOB = 0.1
 const REPOS = 1000
 const UPSTREAM = 'docker.io'
 const TAG_REPO = 'scale/app'
-const FILL_REPO = 'scale/fill'
+export const FILL_REPO = 'scale/fill'
 const BATCH = 5000
 const FILL_BLOB_BYTES = 4096
 const FILLS = 1500
@@ -126,11 +126,11 @@ function fillMetadata(path: string, blobs: number): { tags: number; tagDigest: (
 }
 
 /** Upstream holding `n` small random blobs under FILL_REPO (GET, HEAD, /v2/). */
-async function startUpstream(n: number): Promise<{ url: string; digests: string[]; gets: () => number; close(): Promise<void> }> {
+export async function startUpstream(n: number, bytes = FILL_BLOB_BYTES): Promise<{ url: string; digests: string[]; gets: () => number; close(): Promise<void> }> {
   const blobs = new Map<string, Buffer>()
   const digests: string[] = []
   for (let i = 0; i < n; i++) {
-    const b = randomBytes(FILL_BLOB_BYTES)
+    const b = randomBytes(bytes)
     const d = `sha256:${createHash('sha256').update(b).digest('hex')}`
     blobs.set(d, b)
     digests.push(d)
@@ -169,7 +169,7 @@ async function startUpstream(n: number): Promise<{ url: string; digests: string[
   }
 }
 
-async function get(agent: Agent, url: string): Promise<{ status: number; bytes: number }> {
+export async function get(agent: Agent, url: string): Promise<{ status: number; bytes: number }> {
   const res = await request(url, { dispatcher: agent, headers: { 'user-agent': 'regcache-bench/scale' } })
   const body = Buffer.from(await res.body.arrayBuffer())
   return { status: res.statusCode, bytes: body.length }
@@ -192,7 +192,7 @@ function metricValue(text: string, name: string): number {
 }
 
 /** The server: spawned, timed until /v2/ first answers 200. */
-async function startServer(dir: string, dataDir: string, upstreamUrl: string): Promise<{ url: string; daemon: Daemon; startupMs: number; startupCpuMs: number }> {
+export async function startServer(dir: string, dataDir: string, upstreamUrl: string): Promise<{ url: string; daemon: Daemon; startupMs: number; startupCpuMs: number }> {
   const port = await freePort()
   const configFile = join(dir, 'config.yaml')
   await writeFile(
