@@ -151,7 +151,7 @@ t.test('totals survive restarts, with checkpoints on their own thread; read-only
   let expected: { count: number; bytes: number }
   {
     const meta = new Metadata(dbPath(dir), { backgroundCheckpoints: true })
-    t.equal(meta.db.pragma('wal_autocheckpoint', { simple: true }), 0, 'no checkpoint inside a commit on the event loop')
+    t.ok((meta.db.pragma('wal_autocheckpoint', { simple: true }) as number) > 1000, 'checkpoints inside a commit on the event loop only as a safety net')
     const ds = await storeBlobs(meta, store, 10, 200, Date.now(), 'restart')
     meta.putContent({ digest: ds[0]!, size: 200 }) // a re-put counts once
     meta.deleteContent(sha('never-stored')) // unknown digests change nothing
