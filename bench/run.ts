@@ -871,7 +871,14 @@ const watchdog = setTimeout(() => {
 }, WATCHDOG_MS)
 watchdog.unref()
 
-main().then(
+// `npm run bench -- --scale`: the large-cache measurements instead (bench/scale.ts).
+// `--memory`: 1,000 clients of one cached blob (bench/memory.ts).
+const mode = process.argv.includes('--scale')
+  ? import('./scale.js').then((m) => m.runScale(defer))
+  : process.argv.includes('--memory')
+    ? import('./memory.js').then((m) => m.runMemory())
+    : main()
+mode.then(
   (code) => shutdown(code),
   (err) => {
     log(`FAILED: ${(err as Error)?.stack ?? err}`)

@@ -3,7 +3,9 @@
 // digest verifies, so every file under blobs/ hashes to its name.
 
 import { createHash, randomBytes, type Hash } from 'node:crypto'
-import { createReadStream, type ReadStream } from 'node:fs'
+import { createReadStream } from 'node:fs'
+import type { Readable } from 'node:stream'
+import { ChunkReader } from './chunk-reader.js'
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle, readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { blobPath, blobsDir, tmpDir } from './layout.js'
@@ -21,6 +23,8 @@ export class DigestMismatchError extends Error {
 }
 
 export class BlobStore implements ContentStore {
+  private readonly chunks = new ChunkReader()
+
   constructor(readonly dataDir: string) {}
 
   /** Creates the directories and removes fills that a previous process left unfinished. */
@@ -63,13 +67,13 @@ export class BlobStore implements ContentStore {
     }
   }
 
-  /** Streams bytes [start, end] (inclusive) of a stored blob. */
-  createReadStream(digest: string, start?: number, end?: number): ReadStream {
-    // Large reads: fewer system calls and buffers per gigabyte served.
-    return createReadStream(this.pathOf(digest), { start, end, highWaterMark: 1024 * 1024 })
+  /** Streams bytes [start, end] (inclusive) of a stored blob; streams of one blob share their reads. */
+  createReadStream(digest: string, start?: number, end?: number): Readable {
+    return this.chunks.stream(digest, this.pathOf(digest), start, end)
   }
 
   async remove(digest: string): Promise<void> {
+    this.chunks.forget(digest)
     await rm(this.pathOf(digest), { force: true })
   }
 
@@ -105,7 +109,8 @@ export class BlobStore implements ContentStore {
   /** Re-hashes a stored blob. */
   async verify(digest: string): Promise<boolean> {
     const hash = createHash(digestAlgorithm(digest))
-    for await (const chunk of this.createReadStream(digest)) hash.update(chunk as Buffer)
+    // Straight from the file: what is checked is the disk, not bytes kept in memory.
+    for await (const chunk of createReadStream(this.pathOf(digest), { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer)
     return `${digestAlgorithm(digest)}:${hash.digest('hex')}` === digest
   }
 }

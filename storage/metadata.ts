@@ -6,6 +6,7 @@ import Database from 'better-sqlite3'
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { SCHEMA_VERSION, migrate } from './metadata-schema.js'
+import { Checkpointer } from './checkpointer.js'
 
 export interface ContentRow {
   digest: string
@@ -105,6 +106,8 @@ export interface OpenOptions {
    * (default), or counted from the table by a connection beside it (inspection, read-only).
    */
   totals?: 'memory' | 'query'
+  /** Checkpoint the write-ahead log on a thread of its own (the server: no fsync on the event loop). */
+  backgroundCheckpoints?: boolean
 }
 
 /** Accept sets kept per tag; beyond it the least recently confirmed is dropped. */
@@ -115,9 +118,10 @@ export class Metadata {
   private readonly s
   private readonly pendingAccess = new Map<string, number>()
   /** Running totals of the content table, so no request or scrape sums it. */
-  private readonly sums: { count: number; bytes: number }
+  private readonly sums?: { count: number; bytes: number }
   private readonly readonly: boolean
   private readonly countTotals: boolean
+  private readonly checkpointer?: Checkpointer
 
   constructor(path: string, opts: OpenOptions = {}) {
     this.readonly = opts.readonly === true
@@ -240,7 +244,9 @@ export class Metadata {
       ),
       ping: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM (SELECT 1 FROM tags LIMIT 1)'),
     }
-    this.sums = this.s.totals.get() ?? { count: 0, bytes: 0 }
+    // One full scan when opened for writing; read-only users (history, fsck) never need it.
+    if (!this.countTotals) this.sums = this.s.totals.get() ?? { count: 0, bytes: 0 }
+    if (opts.backgroundCheckpoints && !this.readonly && path !== ':memory:') this.checkpointer = new Checkpointer(this.db, path)
   }
 
   getContent(digest: string): ContentRow | undefined {
@@ -252,13 +258,12 @@ export class Metadata {
    * for. Digests a manifest merely references are not linked: only upstream's own answer for a
    * repository proves that it holds a digest.
    */
-  putContent(row: { digest: string; size: number; mediaType?: string }, link?: { upstream: string; repository: string }): void {
-    const now = Date.now()
+  putContent(row: { digest: string; size: number; mediaType?: string }, link?: { upstream: string; repository: string }, now = Date.now()): void {
     this.db.transaction(() => {
       const before = this.s.contentSize.get(row.digest)
       this.s.putContent.run({ digest: row.digest, size: row.size, mediaType: row.mediaType ?? null, now })
-      if (before) this.sums.bytes += row.size - before.size
-      else {
+      if (this.sums && before) this.sums.bytes += row.size - before.size
+      else if (this.sums) {
         this.sums.count++
         this.sums.bytes += row.size
       }
@@ -278,7 +283,7 @@ export class Metadata {
         const before = this.s.contentSize.get(digest)
         this.s.deleteContent.run(digest)
         this.s.unlinkAll.run(digest)
-        if (before) {
+        if (before && this.sums) {
           this.sums.count--
           this.sums.bytes -= before.size
         }
@@ -435,7 +440,7 @@ export class Metadata {
 
   /** Number and bytes of stored content: kept up to date in memory, or counted (see OpenOptions.totals). */
   totals(): { count: number; bytes: number } {
-    if (this.countTotals) return this.s.totals.get() ?? { count: 0, bytes: 0 }
+    if (this.countTotals || !this.sums) return this.s.totals.get() ?? { count: 0, bytes: 0 }
     return { ...this.sums }
   }
 
@@ -477,6 +482,7 @@ export class Metadata {
 
   close(): void {
     if (!this.readonly) this.flushAccess()
+    this.checkpointer?.stop()
     this.db.close()
   }
 }
