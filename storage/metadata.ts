@@ -198,8 +198,8 @@ export class Metadata {
         `INSERT INTO events (at, last_at, upstream, repository, tag, accept_key, type, digest, previous_digest, detail)
          VALUES (@now, @now, @upstream, @repository, @tag, @acceptKey, @type, @digest, @previousDigest, @detail)`,
       ),
-      lastEvent: db.prepare<[string, string, string], { id: number; type: EventType; lastAt: number }>(
-        'SELECT id, type, last_at AS lastAt FROM events WHERE upstream = ? AND repository = ? AND tag = ? ORDER BY id DESC LIMIT 1',
+      lastEventOfType: db.prepare<[string, string, string, string], { id: number; lastAt: number }>(
+        'SELECT id, last_at AS lastAt FROM events WHERE upstream = ? AND repository = ? AND tag = ? AND type = ? ORDER BY id DESC LIMIT 1',
       ),
       bumpEvent: db.prepare('UPDATE events SET count = count + 1, last_at = @now, detail = @detail WHERE id = @id'),
       eventsOfTag: db.prepare<[string, string, string, number], EventRow>('SELECT * FROM events WHERE upstream = ? AND repository = ? AND tag = ? ORDER BY id DESC LIMIT ?'),
@@ -391,10 +391,11 @@ export class Metadata {
   }
 
   /**
-   * Appends a history event. With `coalesceSince`, a repeat of the tag's latest event of the same
-   * type that was last bumped at or after that time bumps its count instead: one stale_served
-   * event per tag per outage (the outage starts after the tag's last successful check), with a
-   * count, whichever clients asked.
+   * Appends a history event. With `coalesceSince`, the tag's latest event of the same type, if it
+   * was last bumped at or after that time, has its count bumped instead: one stale_served (or
+   * rollback_refused, upstream_not_found) event per tag per outage (the outage starts after the
+   * tag's last successful check), with a count, whichever clients asked and in whatever order
+   * their answers interleave.
    */
   addEvent(
     k: TagKey,
@@ -402,8 +403,8 @@ export class Metadata {
     now = Date.now(),
   ): void {
     if (e.coalesceSince !== undefined) {
-      const last = this.s.lastEvent.get(k.upstream, k.repository, k.tag)
-      if (last && last.type === e.type && last.lastAt >= e.coalesceSince) {
+      const last = this.s.lastEventOfType.get(k.upstream, k.repository, k.tag, e.type)
+      if (last && last.lastAt >= e.coalesceSince) {
         this.s.bumpEvent.run({ id: last.id, now, detail: e.detail ?? null })
         return
       }
