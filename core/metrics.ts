@@ -158,6 +158,7 @@ export class Metrics {
     for (const result of ['fetched', 'cached', 'error']) this.prefetches.inc({ result }, 0)
     for (const result of ['ok', 'corrupt']) this.scrubbed.inc({ result }, 0)
     for (const result of ['forwarded', 'coalesced', 'waited', 'rejected', 'failed']) this.rangeForwards.inc({ result }, 0)
+    for (const reason of ['bad-credentials', 'anonymous-off', 'throttled', 'upstream-rejected']) this.authFailures.inc({ reason }, 0)
   }
 }
 
