@@ -10,7 +10,7 @@
 // The decisions are pure functions (mayServe, mayServeOffline) over what is stored; this class
 // only stores, bounds, coalesces and revokes.
 
-import { createHmac, randomBytes } from 'node:crypto'
+import { createHmac, createSecretKey, randomBytes } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { BasicCredentials } from './basic.js'
 import type { AuthorizationWindows } from './config.js'
@@ -77,7 +77,8 @@ interface Pending {
 }
 
 export class ClientCredentials {
-  private readonly key = randomBytes(32)
+  // A KeyObject made once: handing createHmac raw bytes imports the key again on every request.
+  private readonly key = createSecretKey(randomBytes(32))
   private readonly clients: LRUCache<ClientKey, ClientEntry>
   private readonly publicRepositories: LRUCache<string, number>
   private readonly pending = new Map<string, Pending>()

@@ -7,7 +7,7 @@
 // credentials (random key per process, so neither the password nor a plain hash of it sits in
 // memory), and concurrent checks of the same credentials share one bcrypt.
 
-import { createHmac, randomBytes } from 'node:crypto'
+import { createHmac, createSecretKey, randomBytes } from 'node:crypto'
 import { watch, type FSWatcher } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
@@ -89,7 +89,7 @@ export class Htpasswd {
   private signature: FileSignature | undefined
   private readonly verified: LRUCache<string, true>
   private readonly inflight = new Map<string, { users: ReadonlyMap<string, string>; check: Promise<boolean> }>()
-  private readonly hmacKey = randomBytes(32)
+  private readonly hmacKey = createSecretKey(randomBytes(32))
   private watcher: FSWatcher | undefined
   private debounce: NodeJS.Timeout | undefined
   private poll: NodeJS.Timeout | undefined

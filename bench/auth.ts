@@ -2,7 +2,8 @@
 // with `credentials: client` (recheck 5m, every client sending Basic credentials) against the
 // same regcache without an auth section (the upstream credentials configured in regcache).
 // Upstream: a token-auth docker-registry with the test token service. All on 127.0.0.1.
-//   npm run build && node dist/bench/auth.js          (BENCH_QUICK=1: small blob, one short run)
+//   npm run build && node dist/bench/auth.js          (BENCH_QUICK=1: small blob, one short run;
+//                                                     BENCH_CPU_PROF=DIR: CPU profiles of both regcaches)
 
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -14,7 +15,7 @@ import { freePort } from '../test/helpers/ports.js'
 import { makeTempDir, removeTempDir, run, spawnDaemon, waitUntil, type Daemon } from '../test/helpers/proc.js'
 import { pushWithCreds, startAuthRegistry } from '../test/helpers/token-registry.js'
 import { startTokenServer, teamUsers } from '../test/helpers/token-server.js'
-import { MB, fail, fmt, log, median, textTable } from './lib.js'
+import { MB, cpuSeconds, fail, fmt, log, median, textTable } from './lib.js'
 import { load } from './load.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
@@ -37,7 +38,9 @@ async function startRegcache(name: string, doc: Record<string, unknown>): Promis
   const port = await freePort()
   const configFile = join(dir, 'config.yaml')
   await writeFile(configFile, stringify({ listen: `127.0.0.1:${port}`, dataDir: join(dir, 'data'), logLevel: 'warn', defaultUpstream: 'registry.test', ...doc }))
-  const daemon = spawnDaemon(process.execPath, [MAIN, 'serve', '--config', configFile], { cwd: dir })
+  // BENCH_CPU_PROF=DIR: a V8 CPU profile of each regcache, written when it stops (bench/profile-summary.ts reads them).
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF, '--cpu-prof-name', `regcache-${name.replace(/\W+/g, '-')}.cpuprofile`] : []
+  const daemon = spawnDaemon(process.execPath, [...prof, MAIN, 'serve', '--config', configFile], { cwd: dir })
   const url = `http://127.0.0.1:${port}`
   await waitUntil(name, async () => (await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) }).catch(() => undefined))?.status === 200, { daemon, timeoutMs: 30_000 })
   return { url, daemon, dir }
@@ -95,31 +98,52 @@ async function main(): Promise<number> {
       if (r.status !== 200) fail(`${c.id}: warm-up tag request answered ${r.status}`)
     }
 
+    // Runs alternate between the two, so load from elsewhere on the machine hits both alike. The
+    // server's own CPU per request / per GB is reported beside the rates: it moves far less with
+    // other load than req/s or MB/s do.
     const rps: Record<string, number[]> = {}
     const mbps: Record<string, number[]> = {}
+    const cpuPerKReq: Record<string, number[]> = {}
+    const cpuPerGB: Record<string, number[]> = {}
     for (let i = 0; i < S.runs; i++) {
       for (const c of who) {
+        const cpu0 = await cpuSeconds([c.proc.daemon.pid])
         const r = await load({ url: tagUrl(c.proc), connections: CLIENTS, durationS: S.revalSeconds, headers: { accept: CONTAINERD_ACCEPT, ...c.headers } })
+        const cpu = (await cpuSeconds([c.proc.daemon.pid])) - cpu0
         const bad = Object.entries(r.statuses).filter(([s]) => s !== '200')
         if (bad.length || r.errors || r.requests === 0) fail(`${c.id}: statuses ${JSON.stringify(r.statuses)}, ${r.errors} errors`)
         ;(rps[c.id] ??= []).push(r.rps)
-        log(`   ${c.id}: ${fmt(r.rps)} req/s (${r.tool})`)
+        ;(cpuPerKReq[c.id] ??= []).push((1000 * cpu) / r.requests)
+        log(`   ${c.id}: ${fmt(r.rps)} req/s, ${fmt((1000 * cpu) / r.requests, 3)} CPU s per 1,000 requests (${r.tool})`)
       }
     }
     for (let i = 0; i < S.blobRuns; i++) {
       for (const c of who) {
+        const cpu0 = await cpuSeconds([c.proc.daemon.pid])
         const m = await curlMBps(blobUrl(c.proc), c.user, big.layerSize)
+        const cpu = (await cpuSeconds([c.proc.daemon.pid])) - cpu0
         ;(mbps[c.id] ??= []).push(m)
-        log(`   ${c.id}: warm blob ${fmt(m)} MB/s`)
+        ;(cpuPerGB[c.id] ??= []).push(cpu / (big.layerSize / 1e9))
+        log(`   ${c.id}: warm blob ${fmt(m)} MB/s, ${fmt(cpu / (big.layerSize / 1e9), 2)} CPU s per GB`)
       }
     }
     const [a, b] = who.map((c) => c.id)
     const ratio = (x: number, y: number) => `${fmt((100 * x) / y)} %`
+    // Target: auth on within 10% of auth off (rates at least 90% of off, CPU at most 110%).
+    const verdict = (on: number, off: number, higherIsBetter: boolean) =>
+      (higherIsBetter ? on >= 0.9 * off : on <= 1.1 * off) ? 'MET' : 'MISSED'
+    const row = (what: string, xs: Record<string, number[]>, digits: number, higherIsBetter: boolean) => {
+      const off = median(xs[a!]!)
+      const on = median(xs[b!]!)
+      return [what, fmt(off, digits), fmt(on, digits), ratio(on, off), verdict(on, off, higherIsBetter)]
+    }
     const rows = [
-      [`tag revalidation, ${CLIENTS} clients (req/s, median)`, fmt(median(rps[a]!)), fmt(median(rps[b]!)), ratio(median(rps[b]!), median(rps[a]!))],
-      [`warm blob, 1 client (MB/s, median)`, fmt(median(mbps[a]!)), fmt(median(mbps[b]!)), ratio(median(mbps[b]!), median(mbps[a]!))],
+      row(`tag revalidation, ${CLIENTS} clients (req/s, median)`, rps, 0, true),
+      row('tag revalidation: server CPU s per 1,000 requests (median)', cpuPerKReq, 3, false),
+      row('warm blob, 1 client (MB/s, median)', mbps, 0, true),
+      row('warm blob: server CPU s per GB (median)', cpuPerGB, 2, false),
     ]
-    process.stdout.write('\n' + textTable(['measurement', a!, b!, 'on / off'], rows) + '\n')
+    process.stdout.write('\n' + textTable(['measurement', a!, b!, 'on / off', 'within 10%'], rows) + '\n')
     return 0
   } catch (err) {
     process.stderr.write(`bench/auth: ${(err as Error).message}\n`)
