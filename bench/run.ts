@@ -873,11 +873,14 @@ watchdog.unref()
 
 // `npm run bench -- --scale`: the large-cache measurements instead (bench/scale.ts).
 // `--memory`: 1,000 clients of one cached blob (bench/memory.ts).
+// `--fsck`: `regcache fsck` over a million small blobs (bench/fsck.ts).
 const mode = process.argv.includes('--scale')
   ? import('./scale.js').then((m) => m.runScale(defer))
   : process.argv.includes('--memory')
     ? import('./memory.js').then((m) => m.runMemory())
-    : main()
+    : process.argv.includes('--fsck')
+      ? import('./fsck.js').then((m) => m.runFsck())
+      : main()
 mode.then(
   (code) => shutdown(code),
   (err) => {

@@ -41,7 +41,10 @@ export async function fsckCommand(argv: string[]): Promise<number> {
     return 1
   }
   const meta = new Metadata(dbPath(config.dataDir), { readonly: !repair })
-  let lastReport = Date.now()
+  const started = Date.now()
+  let lastReport = started
+  // For the progress lines: the files are what is checked, the index says how many to expect.
+  const expected = meta.totals().count
   let backend
   try {
     backend = await openContentBackend(config)
@@ -59,7 +62,8 @@ export async function fsckCommand(argv: string[]): Promise<number> {
       onProgress: (checked) => {
         if (Date.now() - lastReport < 5000) return
         lastReport = Date.now()
-        process.stderr.write(`regcache: fsck: ${checked} blobs checked so far\n`)
+        const rate = checked / Math.max(0.001, (lastReport - started) / 1000)
+        process.stderr.write(`regcache: fsck: ${checked} of about ${expected} blobs checked (${Math.round(rate)} per second)\n`)
       },
     })
     const problems = report.corrupt.length + report.orphaned.length + report.missing.length
