@@ -8,7 +8,8 @@
 //   and HEAD, for blobs that are in the bucket.
 // - `credentials: client` on a token-auth upstream: alice (rights) gets the 307; bob (no rights on
 //   the repository) and anonymous get nothing, although the blobs are in the bucket; a blob asked
-//   under another repository gets no URL; during an outage only credentials accepted recently do.
+//   under another repository gets no URL; during an outage only credentials accepted recently
+//   (within `authorization.offline`) do.
 // - The URL carries none of the client's credentials, and no log line (at trace) carries the
 //   URL's signature.
 
@@ -356,6 +357,40 @@ t.test('redirect mode hands presigned URLs only to clients allowed the blob', { 
       t.equal(rc.server.mirror.upstreamState(CLIENT_UPSTREAM), 'down', 'upstream is down meanwhile')
       await fwd.setMode('pass', { dropExisting: true })
       await waitUntil('upstream up again', async () => rc.server.mirror.upstreamState(CLIENT_UPSTREAM) === 'up', { timeoutMs: 60_000 })
+    })
+
+    await t.test('an outage longer than `offline`: then not even alice gets a URL', async (t) => {
+      // A second replica on the same bucket whose offline window is short.
+      const OFFLINE_MS = 15_000
+      const short = await startRegcache({
+        upstreams: {
+          [CLIENT_UPSTREAM]: {
+            url: fwd.url,
+            credentials: 'client',
+            authorization: { recheck: '1s', offline: `${OFFLINE_MS / 1000}s` },
+            revalidate: { timeout: '2s' },
+            down: { failures: 2, probeInterval: '1s' },
+            timeouts: { connect: '2s', headers: '5s', body: '10s' },
+          },
+        },
+        extra: { storage: storage(PREFIX), auth: { anonymous: true } },
+        logLevel: 'trace',
+      })
+      t.teardown(short.stop)
+      const url = (d: string) => `${short.url}/v2/${CLIENT_UPSTREAM}/team-a/app/blobs/${d}`
+      const d = teamA.layerDigests[0]!
+      t.equal((await ask('GET', `${short.url}/v2/${CLIENT_UPSTREAM}/team-a/app/manifests/1`, ALICE)).status, 200, 'the manifest')
+      await sleep(1200)
+      // Past `recheck`: this request has upstream accept alice again, the last time before the outage.
+      await assertRedirect(t, await ask('GET', url(d), ALICE), d, await bytesOf(teamA, d), clientSecrets, 'alice before the outage')
+      const acceptedAt = Date.now()
+      await fwd.setMode('refuse', { dropExisting: true })
+      await sleep(1500)
+      await assertRedirect(t, await ask('GET', url(d), ALICE), d, await bytesOf(teamA, d), clientSecrets, 'alice early in the outage')
+      await sleep(Math.max(0, acceptedAt + OFFLINE_MS + 1000 - Date.now()))
+      for (const m of ['GET', 'HEAD'] as const) assertNoUrl(t, await ask(m, url(d), ALICE), [401, 403, 503], `alice ${m} past the offline window`)
+      await assertLogsClean(t, short, clientSecrets.filter((s) => s !== 'alice'))
+      await fwd.setMode('pass', { dropExisting: true })
     })
 
     await t.test('no presigned signature, store key, token or client credential in the logs (trace)', async (t) => {
