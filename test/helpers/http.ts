@@ -29,8 +29,9 @@ export interface HttpClient {
 }
 
 /** An undici client on its own Agent (closed by close()); every response is kept in `responses`. */
-export function createHttpClient(opts: { userAgent?: string } = {}): HttpClient {
-  const agent = new Agent({ keepAliveTimeout: 2000, connect: { timeout: 5000 } })
+export function createHttpClient(opts: { userAgent?: string; localAddress?: string } = {}): HttpClient {
+  // localAddress: another loopback address (127.0.0.2, …) is another client to per-address limits.
+  const agent = new Agent({ keepAliveTimeout: 2000, connect: { timeout: 5000 }, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) })
   const responses: HttpResponse[] = []
   const doRequest = async (method: string, url: string, o: { headers?: RequestHeaders; body?: Buffer | string } = {}) => {
     const res = await request(url, {
