@@ -3,8 +3,7 @@
 // filler killed mid-download leaves nothing behind and is taken over, redirect mode hands real
 // clients presigned URLs that expire, and a store that is gone is a prompt 503, never a hang.
 //
-// Not here yet: "a client without rights gets no URL" needs client authentication in the server;
-// redirect mode answers only after the same checks as a streamed GET, so it comes with that work.
+// That a client without rights gets no URL in redirect mode: s3-redirect-auth.test.ts.
 
 import { createHash } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
