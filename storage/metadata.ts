@@ -110,6 +110,9 @@ export interface OpenOptions {
   backgroundCheckpoints?: boolean
 }
 
+/** Last-access times written per transaction by the server and the evictor, the event loop yielded between them. */
+export const ACCESS_FLUSH_SLICE = 250
+
 /** Accept sets kept per tag; beyond it the least recently confirmed is dropped. */
 export const MAX_ACCEPT_SETS_PER_TAG = 16
 
