@@ -7,7 +7,7 @@ import { access, constants } from 'node:fs/promises'
 import type { Config, UpstreamConfig } from '../config/config.js'
 import type { ContentStore } from '../storage/content-store.js'
 import { isStoreUnavailable } from '../storage/store-unavailable.js'
-import { Metadata } from '../storage/metadata.js'
+import { ACCESS_FLUSH_SLICE, Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
 import { DataDirLock } from '../storage/data-lock.js'
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js'
@@ -46,8 +46,6 @@ export interface MirrorOptions {
 
 /** How often last-access times are written to the database (reads stay off the write path). */
 const ACCESS_FLUSH_MS = 5000
-/** Last-access times written per transaction (some 50 µs each at a million rows). */
-const ACCESS_FLUSH_SLICE = 250
 
 export class Mirror {
   readonly metrics = new Metrics()
