@@ -20,6 +20,7 @@
 
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type Server as HttpServer } from 'node:http'
+import { readFileSync } from 'node:fs'
 import { copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import os from 'node:os'
@@ -36,7 +37,7 @@ import { Metrics } from '../core/metrics.js'
 import { acceptKey } from '../oci/media-types.js'
 import { BlobStore } from '../storage/blob-store.js'
 import { dbPath } from '../storage/layout.js'
-import { ACCESS_FLUSH_SLICE, Metadata, type TagKey } from '../storage/metadata.js'
+import { ACCESS_FLUSH_SLICE, LOG_SETTLE_ROWS, Metadata, type TagKey } from '../storage/metadata.js'
 import { SCHEMA_VERSION } from '../storage/metadata-schema.js'
 import { freePort } from '../test/helpers/ports.js'
 import { makeTempDir, removeTempDir, sleep, spawnDaemon, type Daemon } from '../test/helpers/proc.js'
@@ -84,7 +85,10 @@ interface Figures {
   statusMs: number[]
   historyMs: number[]
   recordMs: number[]
+  /** The most CPU time one of those calls used (wall time includes waiting for a core). */
+  recordCpuMaxMs: number
   flushSliceMaxMs: number
+  flushSliceCpuMaxMs: number
   evicted: number
   evictSeconds: number
   evictBlockMaxMs: number
@@ -97,6 +101,23 @@ interface Figures {
   /** Load average (1, 5, 15 min) as each group of rows started. */
   load: Partial<Record<'startup' | 'fills' | 'ops' | 'record' | 'flush' | 'evict', string>>
 }
+
+/**
+ * CPU time of the event-loop thread alone, ms: Linux's per-thread schedstat (ns), so neither the
+ * checkpoint thread nor the thread pool's file removals count; elsewhere the whole process's.
+ */
+const cpuMs = (() => {
+  const schedstat = `/proc/self/task/${process.pid}/schedstat`
+  try {
+    readFileSync(schedstat)
+    return () => Number(readFileSync(schedstat, 'latin1').split(' ')[0]) / 1e6
+  } catch {
+    return () => {
+      const u = process.cpuUsage()
+      return (u.user + u.system) / 1000
+    }
+  }
+})()
 
 const fakeDigest = (i: number) => `sha256:${createHash('sha256').update(`scale-blob-${i}`).digest('hex')}`
 const repoOf = (i: number) => `scale/r${i % REPOS}`
@@ -277,16 +298,13 @@ export async function startServer(dir: string, dataDir: string, upstreamUrl: str
 
 /**
  * Longest gap between 2 ms ticks while `f` runs (wall time, which includes time the process
- * waited for a core on a busy machine), the CPU time this process used within that gap's
- * longest one (what a block costs by itself), and the monitorEventLoopDelay p99.
+ * waited for a core on a busy machine), the most CPU time the event-loop thread used between two
+ * ticks (what the longest block costs by itself), and the monitorEventLoopDelay p99.
  */
 async function watchLoop<T>(f: () => Promise<T>): Promise<{ value: T; maxBlockMs: number; maxBlockCpuMs: number; p99Ms: number }> {
   const h = monitorEventLoopDelay({ resolution: 2 })
   h.enable()
-  const cpu = () => {
-    const u = process.cpuUsage()
-    return (u.user + u.system) / 1000
-  }
+  const cpu = cpuMs
   let last = now()
   let lastCpu = cpu()
   let maxGap = 0
@@ -328,7 +346,9 @@ async function measure(blobs: number): Promise<Figures> {
     statusMs: [],
     historyMs: [],
     recordMs: [],
+    recordCpuMaxMs: NaN,
     flushSliceMaxMs: NaN,
+    flushSliceCpuMaxMs: NaN,
     evicted: NaN,
     evictSeconds: NaN,
     evictBlockMaxMs: NaN,
@@ -422,12 +442,15 @@ async function measure(blobs: number): Promise<Figures> {
       if (wanted('record')) {
         // Recording a stored blob, each in its own transaction as a fill's commit does.
         f.load.record = loadavg()
+        f.recordCpuMaxMs = 0
         for (let i = 0; i < 1000; i++) {
           const t = now()
+          const c = cpuMs()
           meta.putContent({ digest: fakeDigest(blobs + i), size: 1234 }, { upstream: UPSTREAM, repository: FILL_REPO })
           f.recordMs.push(now() - t)
+          f.recordCpuMaxMs = Math.max(f.recordCpuMaxMs, cpuMs() - c)
         }
-        log(`   recording a blob: mean ${fmt(f.recordMs.reduce((a, b) => a + b, 0) / f.recordMs.length, 2)} ms, max ${fmt(Math.max(...f.recordMs), 1)} ms; load ${f.load.record}`)
+        log(`   recording a blob: mean ${fmt(f.recordMs.reduce((a, b) => a + b, 0) / f.recordMs.length, 2)} ms, max ${fmt(Math.max(...f.recordMs), 1)} ms (CPU ${fmt(f.recordCpuMaxMs, 1)} ms); load ${f.load.record}`)
       }
       if (wanted('flush')) {
         // Last-access times of 10,000 blobs, written in the slices the server uses.
@@ -435,13 +458,22 @@ async function measure(blobs: number): Promise<Figures> {
         f.load.flush = loadavg()
         for (let i = 0; i < 10_000; i++) meta.touch(fakeDigest(2 * Math.floor((i / 10_000) * (blobs / 2)) + 1))
         f.flushSliceMaxMs = 0
+        f.flushSliceCpuMaxMs = 0
+        // As Metadata.flushAccessInSlices does it, each slice timed.
+        let written = 0
         while (meta.pendingAccessCount > 0) {
+          written += Math.min(ACCESS_FLUSH_SLICE, meta.pendingAccessCount)
           const t = now()
+          const c = cpuMs()
           meta.flushAccess(ACCESS_FLUSH_SLICE)
           f.flushSliceMaxMs = Math.max(f.flushSliceMaxMs, now() - t)
-          await new Promise<void>((r) => setImmediate(r))
+          f.flushSliceCpuMaxMs = Math.max(f.flushSliceCpuMaxMs, cpuMs() - c)
+          if (written >= LOG_SETTLE_ROWS) {
+            written = 0
+            await meta.settleLog()
+          } else await new Promise<void>((r) => setImmediate(r))
         }
-        log(`   flushing 10,000 last-access times: longest slice ${fmt(f.flushSliceMaxMs, 1)} ms; load ${f.load.flush}`)
+        log(`   flushing 10,000 last-access times: longest slice ${fmt(f.flushSliceMaxMs, 1)} ms (most CPU in one ${fmt(f.flushSliceCpuMaxMs, 1)} ms); load ${f.load.flush}`)
       }
 
       if (wanted('evict')) {
@@ -508,8 +540,8 @@ function report(small: Figures | undefined, large: Figures, seconds: number, loa
   row('GET /api/status, median (p99)', (x) => `${ms(median(x.statusMs))} (${ms(percentile(x.statusMs, 99))})`, '< 10 ms', large.statusMs, median(large.statusMs) < 10, `median ${ms(median(large.statusMs))}`)
   row('startup to first answer (warm page cache): wall (CPU)', (x) => `${ms(x.startupMs)} (${ms(x.startupCpuMs)})`, '< 2 s', large.startupMs, large.startupMs < 2000, ms(large.startupMs))
   row('history of one tag, median (max)', (x) => `${ms(median(x.historyMs))} (${ms(Math.max(...x.historyMs))})`, '< 5 ms', large.historyMs, median(large.historyMs) < 5, `median ${ms(median(large.historyMs))}`)
-  row('recording a stored blob, mean (max)', (x) => `${ms(mean(x.recordMs))} (${ms(Math.max(...x.recordMs))})`, 'max < 50 ms', large.recordMs, Math.max(...large.recordMs) < 50, `max ${ms(Math.max(...large.recordMs))}`)
-  row('flushing 10,000 last-access times: longest slice', (x) => ms(x.flushSliceMaxMs), '< 50 ms', large.flushSliceMaxMs, large.flushSliceMaxMs < 50, ms(large.flushSliceMaxMs))
+  row('recording a stored blob, mean (max; most CPU in one)', (x) => `${ms(mean(x.recordMs))} (${ms(Math.max(...x.recordMs))}; ${ms(x.recordCpuMaxMs)})`, 'max < 50 ms', large.recordMs, Math.max(...large.recordMs) < 50, `max ${ms(Math.max(...large.recordMs))}`)
+  row('flushing 10,000 last-access times: longest slice (most CPU in one)', (x) => `${ms(x.flushSliceMaxMs)} (${ms(x.flushSliceCpuMaxMs)})`, '< 50 ms', large.flushSliceMaxMs, large.flushSliceMaxMs < 50, ms(large.flushSliceMaxMs))
   row('maxAge eviction of half: rows, seconds', (x) => `${fmt(x.evicted)} in ${fmt(x.evictSeconds, 1)} s`, 'half the blobs', large.evicted, large.evicted >= large.blobs / 2 - 10_000, `${fmt(large.evicted)} rows`)
   row(
     'maxAge eviction: longest event-loop block, wall (CPU in it); delay p99',

@@ -7,7 +7,7 @@
 
 import type { Logger } from 'pino'
 import type { ContentStore } from '../storage/content-store.js'
-import { ACCESS_FLUSH_SLICE, type Metadata } from '../storage/metadata.js'
+import { LOG_SETTLE_ROWS, type Metadata } from '../storage/metadata.js'
 import type { Metrics } from './metrics.js'
 
 export const LOW_WATERMARK = 0.9
@@ -18,11 +18,6 @@ const PAGE = 500
  * deletion costs some 60 µs of CPU (five B-trees), so a whole page in one go blocked 30–90 ms.
  */
 const DELETE_SLICE = 100
-/**
- * Rows written between two pauses for the checkpoint thread to copy the log back whole
- * (Metadata.settleLog): without them a long eviction grew the log to gigabytes.
- */
-const SETTLE_ROWS = 2000
 
 const yieldToRequests = () => new Promise<void>((resolve) => setImmediate(resolve))
 
@@ -108,17 +103,15 @@ export class Evictor {
 
   private async pass(): Promise<number> {
     // Pending last-access times decide the LRU order: written in slices, never one long block.
+    await this.meta.flushAccessInSlices()
+    // Every LOG_SETTLE_ROWS deletions the log is copied back whole before going on (without
+    // these pauses a long eviction grew it to gigabytes).
     let written = 0
     const wrote = async (rows: number) => {
       written += rows
-      if (written < SETTLE_ROWS) return yieldToRequests()
+      if (written < LOG_SETTLE_ROWS) return yieldToRequests()
       written = 0
       await this.meta.settleLog()
-    }
-    while (this.meta.pendingAccessCount > 0) {
-      const n = Math.min(ACCESS_FLUSH_SLICE, this.meta.pendingAccessCount)
-      this.meta.flushAccess(ACCESS_FLUSH_SLICE)
-      await wrote(n)
     }
     let evicted = 0
     // Removes one page of victims: rows in one transaction (no request sees them as cached from

@@ -7,7 +7,7 @@ import { access, constants } from 'node:fs/promises'
 import type { Config, UpstreamConfig } from '../config/config.js'
 import type { ContentStore } from '../storage/content-store.js'
 import { isStoreUnavailable } from '../storage/store-unavailable.js'
-import { ACCESS_FLUSH_SLICE, Metadata } from '../storage/metadata.js'
+import { Metadata } from '../storage/metadata.js'
 import { dbPath } from '../storage/layout.js'
 import { DataDirLock } from '../storage/data-lock.js'
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js'
@@ -355,10 +355,7 @@ export class Mirror {
     if (this.flushing) return
     this.flushing = true
     try {
-      while (this.meta.pendingAccessCount > 0) {
-        this.meta.flushAccess(ACCESS_FLUSH_SLICE)
-        await new Promise<void>((resolve) => setImmediate(resolve))
-      }
+      await this.meta.flushAccessInSlices()
     } catch (err) {
       this.log.error({ err }, 'writing last-access times failed')
     } finally {

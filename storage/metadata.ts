@@ -118,6 +118,13 @@ export interface OpenOptions {
  */
 export const ACCESS_FLUSH_SLICE = 50
 
+/**
+ * Rows written by a long run of writes (eviction, last-access flushes) between two pauses for the
+ * checkpoint thread to copy the log back whole (settleLog): a thousand random rows dirty some
+ * 5,000 pages, so the log stays near 20 MB, far from the safety net of storage/checkpointer.ts.
+ */
+export const LOG_SETTLE_ROWS = 1000
+
 /** Accept sets kept per tag; beyond it the least recently confirmed is dropped. */
 export const MAX_ACCEPT_SETS_PER_TAG = 16
 
@@ -310,6 +317,22 @@ export class Metadata {
     this.db.transaction(() => {
       for (const [digest, at] of entries) this.s.touch.run(at, digest)
     })()
+  }
+
+  /**
+   * Writes every pending last-access time in slices of ACCESS_FLUSH_SLICE, yielding to other work
+   * between them and pausing for the log (settleLog) every LOG_SETTLE_ROWS rows.
+   */
+  async flushAccessInSlices(): Promise<void> {
+    let written = 0
+    while (this.pendingAccess.size > 0) {
+      written += Math.min(ACCESS_FLUSH_SLICE, this.pendingAccess.size)
+      this.flushAccess(ACCESS_FLUSH_SLICE)
+      if (written >= LOG_SETTLE_ROWS) {
+        written = 0
+        await this.settleLog()
+      } else await new Promise<void>((resolve) => setImmediate(resolve))
+    }
   }
 
   /**
