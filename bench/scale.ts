@@ -555,7 +555,7 @@ function report(small: Figures | undefined, large: Figures, seconds: number, loa
   row('rows after evicting half', counts, 'info', large.evicted, undefined, '')
   const clean = (x: Figures | undefined) => x === undefined || Number.isNaN(x.orphans) || (x.orphans === 0 && x.totalsRight === true)
   row(
-    'repository links to evicted content (orphans); totals in memory = table',
+    'repository links to evicted content (orphans); kept totals = table',
     (x) => `${fmt(x.orphans)}; ${x.totalsRight ? 'yes' : 'NO'}`,
     '0; yes',
     large.orphans,

@@ -341,8 +341,8 @@ export class Metadata {
    * call it every few thousand rows, or the log grows without end and the main connection's
    * safety-net checkpoint (with its fsync) lands on the event loop. Immediate without the thread.
    */
-  settleLog(): Promise<void> {
-    return this.checkpointer?.settle() ?? Promise.resolve()
+  settleLog(timeoutMs?: number): Promise<void> {
+    return this.checkpointer?.settle(timeoutMs) ?? Promise.resolve()
   }
 
   get pendingAccessCount(): number {

@@ -215,3 +215,25 @@ t.test('a version-3 database with content: migrated on open, then totals right t
   t.strictSame(again.totals(), { count: 15, bytes: 10 * 300 + 5 * 100 }, 'the same after a restart')
   again.close()
 })
+
+t.test('settleLog: after a long run of writes the log is copied back whole and starts over', async (t) => {
+  const dir = dataDir(t)
+  const meta = new Metadata(dbPath(dir), { backgroundCheckpoints: true })
+  t.teardown(() => meta.close())
+  // The thread's first checkpoint can take seconds to come on a loaded machine: wait for it.
+  await meta.settleLog(30_000)
+  for (let b = 0; b < 3000; b += 500) {
+    meta.db.transaction(() => {
+      for (let i = b; i < b + 500; i++) meta.putContent({ digest: sha(`settle-${i}`), size: 10 }, { upstream: 'docker.io', repository: 'bulk/app' })
+    })()
+  }
+  await meta.settleLog(30_000)
+  meta.putContent({ digest: sha('after'), size: 10 })
+  const [r] = meta.db.pragma('wal_checkpoint(PASSIVE)') as { log: number }[]
+  t.ok(r!.log < 100, `the next write started the log over (${r!.log} frames)`)
+  t.strictSame(meta.totals(), { count: 3001, bytes: 30_010 })
+  // Without the thread (a command beside the server) there is nothing to wait for.
+  const plain = new Metadata(dbPath(dir))
+  await plain.settleLog()
+  plain.close()
+})
