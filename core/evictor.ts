@@ -7,7 +7,7 @@
 
 import type { Logger } from 'pino'
 import type { ContentStore } from '../storage/content-store.js'
-import type { Metadata } from '../storage/metadata.js'
+import { LOG_SETTLE_ROWS, type Metadata } from '../storage/metadata.js'
 import type { Metrics } from './metrics.js'
 
 export const LOW_WATERMARK = 0.9
@@ -18,8 +18,6 @@ const PAGE = 500
  * deletion costs some 60 µs of CPU (five B-trees), so a whole page in one go blocked 30–90 ms.
  */
 const DELETE_SLICE = 100
-/** Last-access times written per transaction (some 50 µs each at a million rows). */
-const FLUSH_SLICE = 250
 
 const yieldToRequests = () => new Promise<void>((resolve) => setImmediate(resolve))
 
@@ -105,9 +103,15 @@ export class Evictor {
 
   private async pass(): Promise<number> {
     // Pending last-access times decide the LRU order: written in slices, never one long block.
-    while (this.meta.pendingAccessCount > 0) {
-      this.meta.flushAccess(FLUSH_SLICE)
-      await yieldToRequests()
+    await this.meta.flushAccessInSlices()
+    // Every LOG_SETTLE_ROWS deletions the log is copied back whole before going on (without
+    // these pauses a long eviction grew it to gigabytes).
+    let written = 0
+    const wrote = async (rows: number) => {
+      written += rows
+      if (written < LOG_SETTLE_ROWS) return yieldToRequests()
+      written = 0
+      await this.meta.settleLog()
     }
     let evicted = 0
     // Removes one page of victims: rows in one transaction (no request sees them as cached from
@@ -121,8 +125,9 @@ export class Evictor {
         victims = victims.filter((_, i) => allowed[i])
       }
       for (let i = 0; i < victims.length; i += DELETE_SLICE) {
-        if (i > 0) await yieldToRequests()
-        this.meta.deleteContents(victims.slice(i, i + DELETE_SLICE).map((r) => r.digest))
+        const slice = victims.slice(i, i + DELETE_SLICE)
+        this.meta.deleteContents(slice.map((r) => r.digest))
+        await wrote(slice.length)
       }
       // The files of a page go together: one at a time, a page of small blobs took seconds.
       await Promise.all(

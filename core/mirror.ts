@@ -46,8 +46,6 @@ export interface MirrorOptions {
 
 /** How often last-access times are written to the database (reads stay off the write path). */
 const ACCESS_FLUSH_MS = 5000
-/** Last-access times written per transaction (some 50 µs each at a million rows). */
-const ACCESS_FLUSH_SLICE = 250
 
 export class Mirror {
   readonly metrics = new Metrics()
@@ -357,10 +355,7 @@ export class Mirror {
     if (this.flushing) return
     this.flushing = true
     try {
-      while (this.meta.pendingAccessCount > 0) {
-        this.meta.flushAccess(ACCESS_FLUSH_SLICE)
-        await new Promise<void>((resolve) => setImmediate(resolve))
-      }
+      await this.meta.flushAccessInSlices()
     } catch (err) {
       this.log.error({ err }, 'writing last-access times failed')
     } finally {

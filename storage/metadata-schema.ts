@@ -1,7 +1,13 @@
 // The metadata schema and its migrations. A fresh file gets the current schema; a file written
 // by an older regcache is migrated in one transaction when it is opened for writing.
 //
-// Version 3 (this one): `series` keeps the status page's charts (requests and bytes from cache and
+// Version 4 (this one): the number and bytes of stored content are kept in the one row of
+// `content_totals` by triggers on `content`, so opening a database of a million entries reads one
+// row instead of summing the table, and every connection (the server, a command beside it) sees
+// the same figures; an index on `verified_at` lets the scrub read the next rows due for a check as
+// a bounded index range instead of walking the whole table when none is due.
+//
+// Version 3: `series` keeps the status page's charts (requests and bytes from cache and
 // upstream, upstream outages, disk used), one row per 10 s for the last hour and per minute for the
 // last day, so a restart does not blank them; `image_pulls` counts pulls per image and day.
 //
@@ -14,7 +20,7 @@
 import type Database from 'better-sqlite3'
 import { acceptKey } from '../oci/media-types.js'
 
-export const SCHEMA_VERSION = 3
+export const SCHEMA_VERSION = 4
 
 const SERIES = `
 CREATE TABLE IF NOT EXISTS series (
@@ -38,6 +44,26 @@ CREATE TABLE IF NOT EXISTS image_pulls (
   pulls      INTEGER NOT NULL,
   PRIMARY KEY (day, upstream, repository, tag)
 ) WITHOUT ROWID;
+`
+
+const TOTALS = `
+CREATE INDEX IF NOT EXISTS content_verified ON content(verified_at);
+
+-- COUNT(*) and SUM(size) of content, kept by the triggers below (one row, id 0).
+CREATE TABLE IF NOT EXISTS content_totals (
+  id    INTEGER PRIMARY KEY CHECK (id = 0),
+  count INTEGER NOT NULL,
+  bytes INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS content_totals_insert AFTER INSERT ON content BEGIN
+  UPDATE content_totals SET count = count + 1, bytes = bytes + NEW.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS content_totals_delete AFTER DELETE ON content BEGIN
+  UPDATE content_totals SET count = count - 1, bytes = bytes - OLD.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS content_totals_resize AFTER UPDATE OF size ON content WHEN NEW.size IS NOT OLD.size BEGIN
+  UPDATE content_totals SET bytes = bytes + NEW.size - OLD.size WHERE id = 0;
+END;
 `
 
 const SCHEMA = `
@@ -101,6 +127,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_tag ON events(upstream, repository, tag, id);
 ${SERIES}
 CREATE INDEX IF NOT EXISTS events_type ON events(type, id);
+${TOTALS}
 `
 
 /** Brings a database at `version` (0: new) to SCHEMA_VERSION. */
@@ -110,6 +137,8 @@ export function migrate(db: Database.Database, version: number): void {
     if (version === 1) from1(db)
     if (version >= 1 && version <= 2) from2(db)
     db.exec(SCHEMA)
+    // Counted once here (a new file: zero), kept by the triggers from now on.
+    db.exec('INSERT OR IGNORE INTO content_totals (id, count, bytes) SELECT 0, COUNT(*), COALESCE(SUM(size), 0) FROM content')
     db.pragma(`user_version = ${SCHEMA_VERSION}`)
   })()
 }

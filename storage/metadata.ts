@@ -102,13 +102,28 @@ export interface OpenOptions {
   /** Reads only (history, inspection): no schema changes, no writes. */
   readonly?: boolean
   /**
-   * Where totals() comes from: kept in memory by the connection that owns the data directory
-   * (default), or counted from the table by a connection beside it (inspection, read-only).
+   * Where totals() comes from: the row the database keeps up to date itself (default; a
+   * read-only open of a database older than schema 4 counts instead), or counted from the table
+   * every time (tests checking the kept row against the table).
    */
-  totals?: 'memory' | 'query'
+  totals?: 'kept' | 'query'
   /** Checkpoint the write-ahead log on a thread of its own (the server: no fsync on the event loop). */
   backgroundCheckpoints?: boolean
 }
+
+/**
+ * Last-access times written per transaction by the server and the evictor, the event loop yielded
+ * between them: at a million rows an update costs some 100 µs of CPU (three B-trees, each a
+ * random page to write back).
+ */
+export const ACCESS_FLUSH_SLICE = 50
+
+/**
+ * Rows written by a long run of writes (eviction, last-access flushes) between two pauses for the
+ * checkpoint thread to copy the log back whole (settleLog): a thousand random rows dirty some
+ * 5,000 pages, so the log stays near 20 MB, far from the safety net of storage/checkpointer.ts.
+ */
+export const LOG_SETTLE_ROWS = 1000
 
 /** Accept sets kept per tag; beyond it the least recently confirmed is dropped. */
 export const MAX_ACCEPT_SETS_PER_TAG = 16
@@ -117,15 +132,13 @@ export class Metadata {
   readonly db: Database.Database
   private readonly s
   private readonly pendingAccess = new Map<string, number>()
-  /** Running totals of the content table, so no request or scrape sums it. */
-  private readonly sums?: { count: number; bytes: number }
   private readonly readonly: boolean
-  private readonly countTotals: boolean
+  /** Reads the totals: the kept row (schema 4), or COUNT/SUM over the table. */
+  private readonly readTotals: () => { count: number; bytes: number } | undefined
   private readonly checkpointer?: Checkpointer
 
   constructor(path: string, opts: OpenOptions = {}) {
     this.readonly = opts.readonly === true
-    this.countTotals = this.readonly || opts.totals === 'query'
     if (path !== ':memory:' && !this.readonly) mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
     this.db = new Database(path, { readonly: this.readonly, fileMustExist: this.readonly })
     const version = this.db.pragma('user_version', { simple: true }) as number
@@ -143,9 +156,10 @@ export class Metadata {
       migrate(this.db, version)
     }
     const db = this.db
+    // A read-only open of an older file has no kept totals and no index on verified_at.
+    const current = !this.readonly || version === SCHEMA_VERSION
     this.s = {
       getContent: db.prepare<[string], ContentRow>('SELECT digest, size, media_type AS mediaType FROM content WHERE digest = ?'),
-      contentSize: db.prepare<[string], { size: number }>('SELECT size FROM content WHERE digest = ?'),
       putContent: db.prepare(
         `INSERT INTO content (digest, size, media_type, created_at, last_access, verified_at) VALUES (@digest, @size, @mediaType, @now, @now, @now)
          ON CONFLICT(digest) DO UPDATE SET size = excluded.size, media_type = COALESCE(excluded.media_type, content.media_type), last_access = excluded.last_access, verified_at = excluded.verified_at`,
@@ -155,8 +169,12 @@ export class Metadata {
       touch: db.prepare('UPDATE content SET last_access = MAX(last_access, ?) WHERE digest = ?'),
       verifiedAt: db.prepare<[string], { verifiedAt: number | null }>('SELECT verified_at AS verifiedAt FROM content WHERE digest = ?'),
       markVerified: db.prepare('UPDATE content SET verified_at = ? WHERE digest = ?'),
-      scrubPage: db.prepare<[string, number, number], { digest: string; size: number; mediaType: string | null }>(
-        'SELECT digest, size, media_type AS mediaType FROM content WHERE digest > ? AND COALESCE(verified_at, 0) < ? ORDER BY digest LIMIT ?',
+      // Two bounded ranges of content_verified (NULLs sort first; `verified_at < ?` skips them).
+      neverVerified: db.prepare<[number], { digest: string; size: number; mediaType: string | null }>(
+        'SELECT digest, size, media_type AS mediaType FROM content WHERE verified_at IS NULL LIMIT ?',
+      ),
+      verifiedBefore: db.prepare<[number, number], { digest: string; size: number; mediaType: string | null }>(
+        'SELECT digest, size, media_type AS mediaType FROM content WHERE verified_at < ? ORDER BY verified_at LIMIT ?',
       ),
       link: db.prepare('INSERT OR IGNORE INTO repo_content (upstream, repository, digest) VALUES (?, ?, ?)'),
       isLinked: db.prepare<[string, string, string], { one: number }>('SELECT 1 AS one FROM repo_content WHERE upstream = ? AND repository = ? AND digest = ?'),
@@ -220,7 +238,8 @@ export class Metadata {
         'SELECT digest, size, media_type AS mediaType FROM content WHERE last_access < ? ORDER BY last_access LIMIT ? OFFSET ?',
       ),
       allDigests: db.prepare<[], { digest: string }>('SELECT digest FROM content'),
-      totals: db.prepare<[], { count: number; bytes: number }>('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM content'),
+      countTotals: db.prepare<[], { count: number; bytes: number }>('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM content'),
+      keptTotals: current ? db.prepare<[], { count: number; bytes: number }>('SELECT count, bytes FROM content_totals WHERE id = 0') : undefined,
       addSample: db.prepare(
         `INSERT INTO series (step, at, from_cache, from_upstream, bytes_cache, bytes_upstream, upstreams_down, cache_bytes)
          VALUES (@step, @at, @fromCache, @fromUpstream, @bytesCache, @bytesUpstream, @upstreamsDown, @cacheBytes)
@@ -244,8 +263,8 @@ export class Metadata {
       ),
       ping: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM (SELECT 1 FROM tags LIMIT 1)'),
     }
-    // One full scan when opened for writing; read-only users (history, fsck) never need it.
-    if (!this.countTotals) this.sums = this.s.totals.get() ?? { count: 0, bytes: 0 }
+    const kept = this.s.keptTotals
+    this.readTotals = kept && opts.totals !== 'query' ? () => kept.get() : () => this.s.countTotals.get()
     if (opts.backgroundCheckpoints && !this.readonly && path !== ':memory:') this.checkpointer = new Checkpointer(this.db, path)
   }
 
@@ -260,13 +279,7 @@ export class Metadata {
    */
   putContent(row: { digest: string; size: number; mediaType?: string }, link?: { upstream: string; repository: string }, now = Date.now()): void {
     this.db.transaction(() => {
-      const before = this.s.contentSize.get(row.digest)
       this.s.putContent.run({ digest: row.digest, size: row.size, mediaType: row.mediaType ?? null, now })
-      if (this.sums && before) this.sums.bytes += row.size - before.size
-      else if (this.sums) {
-        this.sums.count++
-        this.sums.bytes += row.size
-      }
       if (link) this.s.link.run(link.upstream, link.repository, row.digest)
     })()
   }
@@ -280,13 +293,8 @@ export class Metadata {
   deleteContents(digests: readonly string[]): void {
     this.db.transaction(() => {
       for (const digest of digests) {
-        const before = this.s.contentSize.get(digest)
         this.s.deleteContent.run(digest)
         this.s.unlinkAll.run(digest)
-        if (before && this.sums) {
-          this.sums.count--
-          this.sums.bytes -= before.size
-        }
       }
     })()
     for (const digest of digests) this.pendingAccess.delete(digest)
@@ -311,6 +319,32 @@ export class Metadata {
     })()
   }
 
+  /**
+   * Writes every pending last-access time in slices of ACCESS_FLUSH_SLICE, yielding to other work
+   * between them and pausing for the log (settleLog) every LOG_SETTLE_ROWS rows.
+   */
+  async flushAccessInSlices(): Promise<void> {
+    let written = 0
+    while (this.pendingAccess.size > 0) {
+      written += Math.min(ACCESS_FLUSH_SLICE, this.pendingAccess.size)
+      this.flushAccess(ACCESS_FLUSH_SLICE)
+      if (written >= LOG_SETTLE_ROWS) {
+        written = 0
+        await this.settleLog()
+      } else await new Promise<void>((resolve) => setImmediate(resolve))
+    }
+  }
+
+  /**
+   * Waits, off the event loop, until the checkpoint thread has copied the write-ahead log back
+   * whole, so the next write starts it over: long runs of writes (eviction, last-access flushes)
+   * call it every few thousand rows, or the log grows without end and the main connection's
+   * safety-net checkpoint (with its fsync) lands on the event loop. Immediate without the thread.
+   */
+  settleLog(timeoutMs?: number): Promise<void> {
+    return this.checkpointer?.settle(timeoutMs) ?? Promise.resolve()
+  }
+
   get pendingAccessCount(): number {
     return this.pendingAccess.size
   }
@@ -333,9 +367,14 @@ export class Metadata {
     this.s.markVerified.run(at, digest)
   }
 
-  /** Content not verified since `before`, in digest order after `after` (the scrub's cursor). */
-  unverifiedPage(after: string, before: number, limit: number): { digest: string; size: number; mediaType: string | null }[] {
-    return this.s.scrubPage.all(after, before, limit)
+  /**
+   * Up to `limit` rows of content never verified or not since `before`, the never verified and
+   * then the longest unverified first: two bounded index ranges, however large the table and
+   * however few rows are due.
+   */
+  dueForVerification(before: number, limit: number): { digest: string; size: number; mediaType: string | null }[] {
+    const rows = this.s.neverVerified.all(limit)
+    return rows.length >= limit ? rows : rows.concat(this.s.verifiedBefore.all(before, limit - rows.length))
   }
 
   getTag(k: TagKey): TagRow | undefined {
@@ -439,10 +478,10 @@ export class Metadata {
     return this.s.allDigests.all().map((r) => r.digest)
   }
 
-  /** Number and bytes of stored content: kept up to date in memory, or counted (see OpenOptions.totals). */
+  /** Number and bytes of stored content: one row the database keeps, or counted (see OpenOptions.totals). */
   totals(): { count: number; bytes: number } {
-    if (this.countTotals || !this.sums) return this.s.totals.get() ?? { count: 0, bytes: 0 }
-    return { ...this.sums }
+    const t = this.readTotals()
+    return { count: t?.count ?? 0, bytes: t?.bytes ?? 0 }
   }
 
   /**

@@ -404,16 +404,95 @@ t.test('series: samples add up per row, gauges keep the latest, old rows are dro
   t.same(m.series(60, 0).map((r) => r.at), [at + 86_400_000 + 60_000], 'a day later, the first row is gone')
 })
 
-t.test('totals are kept in memory and stay right across puts, re-puts, deletes and reopening', async (t) => {
-  const { open } = tempDb(t)
+t.test('totals are kept by the database and stay right across puts, re-puts, deletes, reopening and a second connection', async (t) => {
+  const { path, open } = tempDb(t)
   const m = open()
   const sql = () => m.db.prepare('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM content').get()
   for (let i = 0; i < 50; i++) m.putContent({ digest: digest(`c${i}`), size: i + 1 })
   m.putContent({ digest: digest('c3'), size: 100 })
+  m.putContent({ digest: digest('c4'), size: 5 }) // the same size again
   for (let i = 0; i < 50; i += 5) m.deleteContent(digest(`c${i}`))
   m.deleteContent(digest('never-stored'))
-  t.strictSame(m.totals(), sql(), 'in-memory totals match the table')
+  t.strictSame(m.totals(), sql(), 'the kept totals match the table')
+  // A command beside the server (invalidate, fsck --repair) writes through its own connection.
+  const beside = new Metadata(path)
+  beside.putContent({ digest: digest('beside'), size: 1000 })
+  beside.deleteContent(digest('c1'))
+  t.strictSame(m.totals(), sql(), 'writes of another connection are counted too')
+  const counting = new Metadata(path, { totals: 'query' })
+  t.strictSame(counting.totals(), m.totals(), 'counting the table says the same')
+  counting.close()
+  beside.close()
   const before = m.totals()
   m.close()
   t.strictSame(open().totals(), before, 'and are read back on open')
+  const ro = new Metadata(path, { readonly: true })
+  t.strictSame(ro.totals(), before, 'a read-only open reads them too')
+  ro.close()
+})
+
+/** Takes a file written by this version back to what version 3 wrote: no kept totals, no verified_at index. */
+function toVersion3(path: string): void {
+  const raw = new Database(path)
+  raw.exec(`
+    DROP TRIGGER content_totals_insert;
+    DROP TRIGGER content_totals_delete;
+    DROP TRIGGER content_totals_resize;
+    DROP TABLE content_totals;
+    DROP INDEX content_verified;
+  `)
+  raw.pragma('user_version = 3')
+  raw.close()
+}
+
+t.test('a version-3 database with content is migrated in place: totals counted once, then kept; the scrub index added', async (t) => {
+  const { path, open } = tempDb(t)
+  const m3 = open()
+  m3.setTag(key(), digest('A'), OM)
+  m3.close()
+  toVersion3(path)
+  // Rows written by version 3 (no triggers to count them).
+  const raw = new Database(path)
+  const put = raw.prepare('INSERT INTO content (digest, size, media_type, created_at, last_access, verified_at) VALUES (?, ?, NULL, 1, 1, ?)')
+  for (let i = 0; i < 300; i++) put.run(digest(`v3-${i}`), 10 + i, i % 3 === 0 ? null : 1000 + i)
+  raw.close()
+
+  // Opened read-only (history, fsck without repair) it stays version 3 and counts.
+  const ro = new Metadata(path, { readonly: true })
+  const expected = { count: 300, bytes: 300 * 10 + (299 * 300) / 2 }
+  t.strictSame(ro.totals(), expected, 'a read-only open of version 3 counts the table')
+  t.equal(ro.dueForVerification(2000, 500).length, 300, 'and finds the rows due without the index')
+  ro.close()
+  t.equal(new Database(path, { readonly: true }).pragma('user_version', { simple: true }), 3, 'a read-only open migrates nothing')
+
+  const m = open()
+  t.equal(m.db.pragma('user_version', { simple: true }), SCHEMA_VERSION)
+  t.strictSame(m.totals(), expected, 'the kept totals start from the table')
+  t.equal(m.getTag(key())?.digest, digest('A'), 'tags kept')
+  m.putContent({ digest: digest('new'), size: 7 })
+  m.deleteContent(digest('v3-0'))
+  t.strictSame(m.totals(), { count: 300, bytes: expected.bytes + 7 - 10 }, 'and kept from then on')
+  t.ok(m.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'content_verified'").get(), 'the scrub index exists')
+  m.close()
+  t.strictSame(open().totals(), { count: 300, bytes: expected.bytes + 7 - 10 }, 'the same after reopening')
+})
+
+t.test('dueForVerification: never verified first, then the longest unverified, bounded index ranges', async (t) => {
+  const { open } = tempDb(t)
+  const m = open()
+  for (let i = 0; i < 20; i++) m.putContent({ digest: digest(`d${i}`), size: 1 }, undefined, 1000 + i)
+  m.db.prepare('UPDATE content SET verified_at = NULL WHERE digest IN (?, ?)').run(digest('d7'), digest('d3'))
+  const due = m.dueForVerification(1010, 5).map((r) => r.digest)
+  t.strictSame(new Set(due.slice(0, 2)), new Set([digest('d3'), digest('d7')]), 'never verified first')
+  t.strictSame(due.slice(2), [digest('d0'), digest('d1'), digest('d2')], 'then oldest verification first')
+  t.equal(m.dueForVerification(1010, 100).length, 2 + 8, 'only those verified before the cutoff (d3 and d7 excluded from the range)')
+  m.markVerified(digest('d0'), 5000)
+  t.notOk(m.dueForVerification(1010, 100).some((r) => r.digest === digest('d0')), 'a verified row is no longer due')
+  t.equal(m.dueForVerification(0, 100).length, 2, 'nothing verified before 0: only the never verified')
+  // The plan: index ranges only, never a walk of the table or of the primary key.
+  for (const sql of ['SELECT digest FROM content WHERE verified_at IS NULL LIMIT 1', 'SELECT digest FROM content WHERE verified_at < 1 ORDER BY verified_at LIMIT 1']) {
+    const plan = (m.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((r) => r.detail).join('; ')
+    t.match(plan, /SEARCH content USING INDEX content_verified/, `${sql}: ${plan}`)
+    t.notMatch(plan, /SCAN|TEMP B-TREE/, 'no scan, no sort')
+  }
 })
