@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import type { Config } from '../config/config.js'
 import { BlobStore } from '../storage/blob-store.js'
 import type { ContentStore } from '../storage/content-store.js'
-import { S3Store } from '../storage/s3-store.js'
+import type { S3Store } from '../storage/s3-store.js'
 
 /** Requests to the store give up after this long, so a dead store is an error, never a hang. */
 const S3_REQUEST_TIMEOUT_MS = 10_000
@@ -28,6 +28,8 @@ export function s3SpoolDir(dataDir: string): string {
 export async function openContentBackend(config: Config): Promise<ContentBackend> {
   if (config.storage.type === 'filesystem') return { store: new BlobStore(config.dataDir) }
   const settings = config.storage.s3
+  // Loaded only for this store: the AWS SDK is a good part of startup time otherwise spent for nothing.
+  const { S3Store } = await import('../storage/s3-store.js')
   const s3 = await S3Store.create(settings, {
     spoolDir: s3SpoolDir(config.dataDir),
     // Names this replica in the leases it holds (the pod name in Kubernetes).
