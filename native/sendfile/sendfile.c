@@ -116,7 +116,12 @@ static void on_writable(uv_poll_t *h, int status, int events) {
   transfer_t *t = (transfer_t *)h->data;
   if (t->done) return;
   if (status < 0) {
-    finish(t, -status);
+    // libuv reports any poll error (EPOLLERR: the peer reset, for one) as EBADF and stops the
+    // handle; the socket knows what really happened.
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (getsockopt(t->sock, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr == 0) soerr = status == UV_EBADF ? EPIPE : -status;
+    finish(t, soerr);
     return;
   }
   int64_t budget = BUDGET;

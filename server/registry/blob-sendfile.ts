@@ -38,16 +38,22 @@ export function loadSendfile(): SendfileLoad {
   }
 }
 
-/** The descriptor of a plain TCP socket (not TLS, not HTTP/2), or undefined. */
-export function plainSocketFd(req: FastifyRequest): number | undefined {
+/**
+ * The descriptor of the request's plain TCP socket (not TLS, not HTTP/2), or undefined. Also
+ * undefined while an earlier response on the connection is still going out (pipelined
+ * requests): Node queues this one's output until then, which only a streamed body can join.
+ */
+export function plainSocketFd(req: FastifyRequest, reply: FastifyReply): number | undefined {
   const socket = req.raw.socket as Socket | null
-  if (!socket || socket instanceof TLSSocket || req.raw.httpVersionMajor !== 1 || socket.destroyed) return undefined
+  if (!socket || reply.raw.socket !== socket || socket instanceof TLSSocket || req.raw.httpVersionMajor !== 1 || socket.destroyed) return undefined
   const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd
   return typeof fd === 'number' && fd >= 0 ? fd : undefined
 }
 
 /** Errors that mean sendfile cannot be used on this file or socket at all (the body is then streamed). */
 const UNSUPPORTED = new Set(['EINVAL', 'ENOSYS', 'EOPNOTSUPP', 'ENOTSUP'])
+/** Errors that mean the client went away: nothing to report. */
+const CLIENT_GONE = new Set(['EPIPE', 'ECONNRESET', 'ENOTCONN', 'ESHUTDOWN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH'])
 
 function errnoName(errno: number | undefined): string {
   try {
@@ -65,8 +71,8 @@ export interface SendfileBody {
   length: number
   /** Bytes [start, end] of the blob as a stream: used when sendfile turns out not to work here. */
   fallback(start: number, end: number): Readable
-  /** Called once with the body bytes that left through this response. */
-  onSent(bytes: number): void
+  /** Called once with the body bytes that left through this response: by sendfile, and streamed after a fallback. */
+  onSent(kernel: number, streamed: number): void
   /** The body could not be sent whole (the connection is then cut). Not called when the client left. */
   onError(err: Error): void
 }
@@ -89,7 +95,7 @@ export function sendFileBody(req: FastifyRequest, reply: FastifyReply, socketFd:
     if (finished) return
     finished = true
     socket.off('close', onClose)
-    body.onSent(kernelSent + streamed)
+    body.onSent(kernelSent, streamed)
     void file.close().catch(() => {})
     if (err) {
       body.onError(err)
@@ -126,6 +132,11 @@ export function sendFileBody(req: FastifyRequest, reply: FastifyReply, socketFd:
         }
         const name = errnoName(errno)
         if (UNSUPPORTED.has(name) && !shortFile) return streamRest(start + sent)
+        if (CLIENT_GONE.has(name) && !shortFile) {
+          done()
+          socket.destroy()
+          return
+        }
         done(Object.assign(new Error(shortFile ? 'the stored file ended before the range did' : `sendfile failed: ${name}`), { code: shortFile ? 'EIO' : name }))
       })
     } catch (err) {
@@ -152,7 +163,7 @@ export function sendFileBody(req: FastifyRequest, reply: FastifyReply, socketFd:
  */
 export async function trySendfile(addon: SendfileAddon, blob: BlobResult, start: number, end: number, req: FastifyRequest, reply: FastifyReply, onSent: (bytes: number) => void): Promise<boolean> {
   if (!blob.file) return false
-  const socketFd = plainSocketFd(req)
+  const socketFd = plainSocketFd(req, reply)
   if (socketFd === undefined) return false
   const file = await blob.file(start, end)
   if (!file) return false
@@ -166,7 +177,10 @@ export async function trySendfile(addon: SendfileAddon, blob: BlobResult, start:
     start,
     length: end - start + 1,
     fallback: (s, e) => blob.open(s, e),
-    onSent,
+    onSent: (kernel, streamed) => {
+      onSent(kernel + streamed)
+      req.log.debug({ digest: blob.digest, start, end, sendfile: kernel, streamed }, 'blob body sent')
+    },
     onError: (err) => req.log.error({ err, digest: blob.digest }, 'sending a stored blob failed; connection closed'),
   })
   return true
