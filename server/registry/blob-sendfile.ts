@@ -45,7 +45,13 @@ export function loadSendfile(): SendfileLoad {
  */
 export function plainSocketFd(req: FastifyRequest, reply: FastifyReply): number | undefined {
   const socket = req.raw.socket as Socket | null
-  if (!socket || reply.raw.socket !== socket || socket instanceof TLSSocket || req.raw.httpVersionMajor !== 1 || socket.destroyed) return undefined
+  if (!socket || reply.raw.socket !== socket || socket instanceof TLSSocket || req.raw.httpVersionMajor !== 1) return undefined
+  return socketFd(socket)
+}
+
+/** The socket's descriptor while it is open (read it again after any wait: a closed one's number is reused). */
+function socketFd(socket: Socket): number | undefined {
+  if (socket.destroyed) return undefined
   const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd
   return typeof fd === 'number' && fd >= 0 ? fd : undefined
 }
@@ -81,7 +87,7 @@ export interface SendfileBody {
  * Sends the reply's status and headers, then the body with sendfile. Takes the reply over from
  * fastify (hijack): nothing else may be sent on it. The file is closed in every case.
  */
-export function sendFileBody(req: FastifyRequest, reply: FastifyReply, socketFd: number, body: SendfileBody): void {
+export function sendFileBody(req: FastifyRequest, reply: FastifyReply, body: SendfileBody): void {
   const { addon, file, start, length } = body
   const res = reply.raw
   const socket = req.raw.socket
@@ -120,9 +126,10 @@ export function sendFileBody(req: FastifyRequest, reply: FastifyReply, socketFd:
   // socket has drained up to here.
   socket.write(Buffer.alloc(0), (err) => {
     if (finished) return
-    if (err || socket.destroyed) return done()
+    const fd = socketFd(socket)
+    if (err || fd === undefined) return done()
     try {
-      transfer = addon.start(socketFd, file.fd, start, length, (errno, sent, shortFile) => {
+      transfer = addon.start(fd, file.fd, start, length, (errno, sent, shortFile) => {
         if (finished) return
         kernelSent = sent
         transfer = undefined
@@ -163,15 +170,14 @@ export function sendFileBody(req: FastifyRequest, reply: FastifyReply, socketFd:
  */
 export async function trySendfile(addon: SendfileAddon, blob: BlobResult, start: number, end: number, req: FastifyRequest, reply: FastifyReply, onSent: (bytes: number) => void): Promise<boolean> {
   if (!blob.file) return false
-  const socketFd = plainSocketFd(req, reply)
-  if (socketFd === undefined) return false
+  if (plainSocketFd(req, reply) === undefined) return false
   const file = await blob.file(start, end)
   if (!file) return false
-  if (req.raw.socket.destroyed) {
+  if (plainSocketFd(req, reply) === undefined) {
     await file.close()
     return false
   }
-  sendFileBody(req, reply, socketFd, {
+  sendFileBody(req, reply, {
     addon,
     file,
     start,
