@@ -1,7 +1,8 @@
 // Cached blob bodies sent with sendfile(2) (server/registry/blob-sendfile.ts, native/sendfile):
 // the same bytes and headers as the streamed path, whole and in ranges; keep-alive and pipelined
 // requests on one connection; a client that hangs up mid-body leaves no descriptor or hold
-// behind; a client that stops reading holds up nobody else; REGCACHE_SENDFILE=off streams.
+// behind; a client that stops reading holds up nobody else; when the kernel refuses (at the
+// start or part way) the rest is streamed; REGCACHE_SENDFILE=off streams everything.
 // Real parts: Debian's docker-registry upstream, an image pushed with skopeo, regcache
 // in-process, and raw TCP clients that read (or do not read) exactly as each case needs.
 
@@ -13,7 +14,16 @@ import { buildImage, pushImage, readLayoutBlob } from '../helpers/images.js'
 import { waitUntil } from '../helpers/proc.js'
 import { startRegistry } from '../helpers/registry.js'
 import { startRegcache, type Regcache } from '../helpers/regcache.js'
-import { loadSendfile } from '../../server/registry/blob-sendfile.js'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import { stringify } from 'yaml'
+import { loadConfig } from '../../config/config.js'
+import { Mirror } from '../../core/mirror.js'
+import { BlobStore } from '../../storage/blob-store.js'
+import { buildApp } from '../../server/app.js'
+import { loadSendfile, type SendfileAddon } from '../../server/registry/blob-sendfile.js'
+import { makeTempDir, removeTempDir } from '../helpers/proc.js'
 
 const MiB = 1024 * 1024
 const sha256 = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex')
@@ -244,4 +254,58 @@ t.test('cached blob bodies with sendfile', { skip: loadSendfile().ok ? false : '
     t.ok((await c.response()).body.equals(layer.subarray(5, 10)), 'a streamed range')
     t.same(await bodyLines(off), [], 'nothing went through sendfile')
   })
+
+  await t.test('when sendfile refuses the socket or file, the body is streamed, whole', async (t) => {
+    const load = loadSendfile()
+    if (!load.ok) return
+    const real = load.addon
+    const EINVAL = 22
+    // The kernel refusing at the start, and refusing after sending the first half.
+    const refuses: SendfileAddon = {
+      ...real,
+      start: () => {
+        throw Object.assign(new Error('refused'), { errno: EINVAL })
+      },
+    }
+    const stopsHalfway: SendfileAddon = {
+      ...real,
+      start: (sock, file, offset, length, cb) => real.start(sock, file, offset, Math.floor(length / 2), (errno, sent, short) => cb(errno || EINVAL, sent, short)),
+    }
+    for (const [label, addon] of [['refused at the start', refuses], ['refused halfway', stopsHalfway]] as const) {
+      const dir = await makeTempDir()
+      t.teardown(() => removeTempDir(dir))
+      const configFile = join(dir, 'config.yaml')
+      await writeFile(configFile, stringify({ listen: '127.0.0.1:0', dataDir: join(dir, 'data'), upstreams: { 'docker.io': { url: reg.url } } }))
+      const log = pino({ level: 'debug' }, pino.destination({ dest: join(dir, 'log'), sync: true }))
+      const mirror = await Mirror.open({ config: loadConfig({ file: configFile }), log })
+      const app = buildApp({ mirror, log, sendfile: addon })
+      await app.listen({ host: '127.0.0.1', port: 0 })
+      const addr = app.server.address()
+      const c = await Connection.open(`127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`)
+      try {
+        c.send('GET', path)
+        t.equal(sha256((await c.response()).body), digest, `${label}: filled`)
+        const store = new BlobStore(join(dir, 'data'))
+        await waitUntil('the blob is stored', async () => (await store.size(digest)) === size && !mirror.busyDigests().has(digest), { timeoutMs: 30_000 })
+        c.send('GET', path)
+        const whole = await c.response()
+        t.equal(whole.headers['x-regcache-cache'], 'hit', `${label}: a hit`)
+        t.equal(sha256(whole.body), digest, `${label}: the whole blob, bytes verify`)
+        c.send('GET', path, { range: 'bytes=100-3000099' })
+        t.ok((await c.response()).body.equals(layer.subarray(100, 3000100)), `${label}: a range, the same bytes`)
+        t.notOk(c.closed, `${label}: the connection stays open for the next request`)
+        const lines = (await readFile(join(dir, 'log'), 'utf8')).split('\n').filter((l) => l.includes('"blob body sent"')).map((l) => JSON.parse(l) as { sendfile: number; streamed: number; end: number; start: number })
+        t.equal(lines.length, 2, `${label}: both bodies took the sendfile path`)
+        for (const l of lines) {
+          t.equal(l.sendfile + l.streamed, l.end - l.start + 1, `${label}: every byte counted once`)
+          t.ok(addon === refuses ? l.sendfile === 0 : l.sendfile > 0 && l.streamed > 0, `${label}: ${l.sendfile} bytes by sendfile, ${l.streamed} streamed`)
+        }
+      } finally {
+        c.close()
+        await app.close()
+        await mirror.close()
+      }
+    }
+  })
 })
+
