@@ -97,7 +97,7 @@ RUN set -eu; \
     node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"; \
     s=native/sendfile/build; \
     rm -rf "$s/Release/obj.target" "$s/Release/.deps" "$s/Makefile" "$s/config.gypi" "$s"/*.mk; \
-    node -e "require('regcache-sendfile')" || echo "warning: the sendfile addon did not build; blob bodies will be streamed" >&2
+    node -e "require('./native/sendfile')" || echo "warning: the sendfile addon did not build; blob bodies will be streamed" >&2
 
 # ---------------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
@@ -120,7 +120,7 @@ WORKDIR /app
 # Code and dependencies stay owned by root: the service user can read but not modify them.
 COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/node_modules ./node_modules
-# node_modules/regcache-sendfile links here (the sendfile addon, when it built).
+# The sendfile addon, when it built (regcache loads it from here if npm prune dropped its link).
 COPY --from=build /app/native ./native
 COPY --from=build /app/dist ./dist
 # Every key with its default, for reference: docker run --rm --entrypoint cat regcache /app/config.example.yaml

@@ -10,6 +10,7 @@ import type { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream'
 import { TLSSocket } from 'node:tls'
+import { fileURLToPath } from 'node:url'
 import { getSystemErrorName } from 'node:util'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { BlobFile, BlobResult } from '../../core/blobs.js'
@@ -27,8 +28,19 @@ export type SendfileLoad = { ok: true; addon: SendfileAddon } | { ok: false; rea
 /** Loads the addon (an optional dependency: absent when it could not be built at install time). */
 export function loadSendfile(): SendfileLoad {
   if (process.platform !== 'linux') return { ok: false, reason: 'sendfile is used on Linux only' }
+  const require = createRequire(import.meta.url)
+  const load = (): unknown => {
+    try {
+      return require('regcache-sendfile')
+    } catch (err) {
+      // `npm prune` can drop the link to the in-repository package (the container image's build
+      // does): the addon is then loaded from the repository directly.
+      if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err
+      return require(fileURLToPath(new URL('../../../native/sendfile/index.js', import.meta.url)))
+    }
+  }
   try {
-    const addon = createRequire(import.meta.url)('regcache-sendfile') as SendfileAddon
+    const addon = load() as SendfileAddon
     if (typeof addon.start !== 'function' || typeof addon.cancel !== 'function' || typeof addon.sent !== 'function') {
       return { ok: false, reason: 'the regcache-sendfile module is not the expected one' }
     }
