@@ -55,9 +55,11 @@ RUN set -eu; \
 # this COPY never fails; the certificate itself is optional.
 COPY deploy/docker/build-ca/ /tmp/build-ca/
 
-# Only the manifest and lockfile first: the slow dependency install is then cached by Docker
-# until they change, not invalidated by every source edit.
+# Only the manifest, lockfile and the in-repository addon (an optional dependency npm ci builds)
+# first: the slow dependency install is then cached by Docker until they change, not invalidated
+# by every source edit.
 COPY package.json package-lock.json ./
+COPY native/ ./native/
 
 # npm ci: exactly the lockfile's versions. Dev dependencies are needed here (TypeScript).
 # - The CA is added to Node's own root certificates (NODE_EXTRA_CA_CERTS) and given to npm as a
@@ -92,7 +94,10 @@ RUN set -eu; \
     b=node_modules/better-sqlite3; \
     rm -rf "$b/deps" "$b/src" "$b/build/deps" "$b/build/Release/obj" "$b/build/Release/obj.target" \
       "$b/build/Release/.deps" "$b/build/Release/test_extension.node" "$b/build/Release/sqlite3.a"; \
-    node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"
+    node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"; \
+    s=native/sendfile/build; \
+    rm -rf "$s/Release/obj.target" "$s/Release/.deps" "$s/Makefile" "$s/config.gypi" "$s"/*.mk; \
+    node -e "require('./native/sendfile')" || echo "warning: the sendfile addon did not build; blob bodies will be streamed" >&2
 
 # ---------------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
@@ -115,6 +120,8 @@ WORKDIR /app
 # Code and dependencies stay owned by root: the service user can read but not modify them.
 COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/node_modules ./node_modules
+# The sendfile addon, when it built (regcache loads it from here if npm prune dropped its link).
+COPY --from=build /app/native ./native
 COPY --from=build /app/dist ./dist
 # Every key with its default, for reference: docker run --rm --entrypoint cat regcache /app/config.example.yaml
 COPY --from=build /app/config.example.yaml ./config.example.yaml

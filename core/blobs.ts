@@ -3,6 +3,7 @@
 // the fill has not reached yet is forwarded upstream meanwhile (range-forward.ts).
 
 import type { Readable } from 'node:stream'
+import type { FileHandle } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { RegistryError, errorForUpstreamStatus } from './errors.js'
 import { Fill, isDiskError } from './fill.js'
@@ -30,6 +31,20 @@ export interface BlobResult {
   open(start: number, end: number): Readable
   /** Redirect mode: a short-lived URL where the client GETs the bytes (and ranges) from the store. */
   redirect?: string
+  /**
+   * Cached blobs of a local file store: the stored file, for sending bytes [start, end] straight
+   * from it. Undefined when those bytes must go through open() instead (they are due to be
+   * re-hashed as they are served, or the file is not as recorded).
+   */
+  file?(start: number, end: number): Promise<BlobFile | undefined>
+}
+
+/** A stored, verified blob file, held against eviction until closed. */
+export interface BlobFile {
+  /** Read-only descriptor of the file. */
+  readonly fd: number
+  /** Closes the file; call once the bytes are sent (or abandoned). */
+  close(): Promise<void>
 }
 
 export interface BlobsOptions {
@@ -148,7 +163,9 @@ export class Blobs {
 
   private async cached(digest: string, size: number, method: 'GET' | 'HEAD', outcome: CacheOutcome): Promise<BlobResult> {
     const redirect = method === 'GET' && this.presign ? await this.presign(digest) : undefined
-    return { kind: 'blob', digest, size, outcome, source: 'cache', open: (s, e) => this.openCached(digest, size, s, e), redirect }
+    const openFile = this.store.openFile?.bind(this.store)
+    const file = openFile && ((s: number, e: number) => this.openCachedFile(openFile, digest, size, s, e))
+    return { kind: 'blob', digest, size, outcome, source: 'cache', open: (s, e) => this.openCached(digest, size, s, e), redirect, file }
   }
 
   /** A range on a miss, before the fill has a byte: one from the start is the fill's to serve. */
@@ -165,12 +182,18 @@ export class Blobs {
     return this.forwards.forward(t, fill.digest, fill.size, r.start, r.end)
   }
 
+  /**
+   * A whole blob not verified within the scrub cycle is re-hashed as it goes out: damage is
+   * caught before the last byte, and the file dropped, so it is never served twice.
+   */
+  private rehashWhileServing(digest: string, size: number, start: number, end: number): boolean {
+    if (this.scrubMs <= 0 || start !== 0 || end !== size - 1) return false
+    return Date.now() - (this.meta.verifiedAt(digest) ?? 0) >= this.scrubMs
+  }
+
   private openCached(digest: string, size: number, start: number, end: number): Readable {
     const stream = this.store.createReadStream(digest, start, end)
-    // A whole blob not verified within the scrub cycle is re-hashed as it goes out: damage is
-    // caught before the last byte, and the file dropped, so it is never served twice.
-    const verifiedAt = this.meta.verifiedAt(digest) ?? 0
-    if (this.scrubMs <= 0 || start !== 0 || end !== size - 1 || Date.now() - verifiedAt < this.scrubMs) return this.track(digest, stream)
+    if (!this.rehashWhileServing(digest, size, start, end)) return this.track(digest, stream)
     const check = verifyingStream(digest, (ok) => {
       this.metrics.scrubbed.inc({ result: ok ? 'ok' : 'corrupt' })
       if (ok) this.meta.markVerified(digest)
@@ -190,15 +213,54 @@ export class Blobs {
     this.onDropped(digest)
   }
 
+  private async openCachedFile(openFile: (digest: string) => Promise<FileHandle>, digest: string, size: number, start: number, end: number): Promise<BlobFile | undefined> {
+    if (this.rehashWhileServing(digest, size, start, end)) return undefined
+    const release = this.hold(digest)
+    let fh: FileHandle
+    try {
+      fh = await openFile(digest)
+    } catch (err) {
+      release()
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw err
+    }
+    const st = await fh.stat().catch(() => undefined)
+    if (st === undefined || !st.isFile() || st.size !== size) {
+      // Evicted or replaced since get() looked: open() reports it, as it always has.
+      release()
+      await fh.close().catch(() => {})
+      return undefined
+    }
+    const handle = fh
+    let closed = false
+    return {
+      fd: handle.fd,
+      close: async () => {
+        if (closed) return
+        closed = true
+        release()
+        await handle.close()
+      },
+    }
+  }
+
   /** Counts a client stream as serving `digest` until it closes. */
   private track(digest: string, stream: Readable): Readable {
+    stream.once('close', this.hold(digest))
+    return stream
+  }
+
+  /** Counts one more reader of `digest` (eviction leaves it alone) until the returned function is called. */
+  private hold(digest: string): () => void {
     this.serving.set(digest, (this.serving.get(digest) ?? 0) + 1)
-    stream.once('close', () => {
+    let released = false
+    return () => {
+      if (released) return
+      released = true
       const n = (this.serving.get(digest) ?? 1) - 1
       if (n <= 0) this.serving.delete(digest)
       else this.serving.set(digest, n)
-    })
-    return stream
+    }
   }
 
   private fromFill(fill: Fill, outcome: CacheOutcome): BlobResult {

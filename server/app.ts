@@ -11,6 +11,7 @@ import { registryPlugin } from './registry/plugin.js'
 import { opsPlugin } from './ops-plugin.js'
 import { installAuthHook, type ClientAuth } from './auth-hook.js'
 import './request-outcome.js'
+import type { SendfileAddon } from './registry/blob-sendfile.js'
 
 export interface AppOptions {
   mirror: Mirror
@@ -18,9 +19,11 @@ export interface AppOptions {
   https?: { cert: Buffer; key: Buffer }
   /** Client authentication (the `auth:` section); absent: every client may pull. */
   auth?: ClientAuth
+  /** Sends cached blob bodies with sendfile(2) (server/registry/blob-sendfile.ts); absent: they are streamed. */
+  sendfile?: SendfileAddon
 }
 
-export function buildApp({ mirror, log, https, auth }: AppOptions): FastifyInstance {
+export function buildApp({ mirror, log, https, auth, sendfile }: AppOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: log,
     // One line per request is written in onResponse, with the cache outcome in it.
@@ -86,7 +89,7 @@ export function buildApp({ mirror, log, https, auth }: AppOptions): FastifyInsta
   app.setNotFoundHandler((req, reply) => errorHandler(new RegistryError('NOT_FOUND', `no such endpoint: ${req.url.split('?')[0]}`), req, reply))
 
   // Plugins load when the app is readied (listen, inject or ready).
-  app.register(registryPlugin, { mirror })
+  app.register(registryPlugin, { mirror, sendfile })
   app.register(opsPlugin, { mirror })
   return app
 }

@@ -7,6 +7,7 @@ import type { Config } from '../config/config.js'
 import { Mirror } from '../core/mirror.js'
 import { buildApp } from './app.js'
 import { openClientAuth } from './auth-hook.js'
+import { loadSendfile } from './registry/blob-sendfile.js'
 
 export interface Server {
   app: FastifyInstance
@@ -19,7 +20,11 @@ export interface Server {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref())
 
-export async function startServer(config: Config, log: Logger): Promise<Server> {
+/**
+ * `env.REGCACHE_SENDFILE=off` sends cached blob bodies through Node's streams instead of
+ * sendfile(2) (a way out should the kernel path misbehave somewhere).
+ */
+export async function startServer(config: Config, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Server> {
   const mirror = await Mirror.open({ config, log })
   let auth
   try {
@@ -29,7 +34,9 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
     throw err
   }
   const https = config.tls ? { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } : undefined
-  const app = buildApp({ mirror, log, https, auth })
+  const sendfile = https || env.REGCACHE_SENDFILE === 'off' ? undefined : loadSendfile()
+  if (sendfile && !sendfile.ok) log.info({ reason: sendfile.reason }, 'cached blob bodies are streamed through Node (sendfile is not available)')
+  const app = buildApp({ mirror, log, https, auth, sendfile: sendfile?.ok ? sendfile.addon : undefined })
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })
   } catch (err) {

@@ -82,6 +82,11 @@ export class BlobStore implements ContentStore {
     return this.chunks.stream(digest, this.pathOf(digest), start, end)
   }
 
+  /** The stored file: only verified, complete blobs are ever under blobs/ (see the header). */
+  openFile(digest: string): Promise<FileHandle> {
+    return open(this.pathOf(digest), 'r')
+  }
+
   async remove(digest: string): Promise<void> {
     this.chunks.forget(digest)
     await rm(this.pathOf(digest), { force: true })

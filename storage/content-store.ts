@@ -4,6 +4,7 @@
 // hashed to that digest.
 
 import type { Readable } from 'node:stream'
+import type { FileHandle } from 'node:fs/promises'
 
 export interface ContentStore {
   /** Prepares the store; removes (or reports) leftovers of fills a previous process left unfinished. */
@@ -14,6 +15,11 @@ export interface ContentStore {
   read(digest: string): Promise<Buffer | undefined>
   /** Bytes [start, end] (inclusive) of stored content. */
   createReadStream(digest: string, start?: number, end?: number): Readable
+  /**
+   * Stores that keep content in local files: the stored (verified, complete) file, opened for
+   * reading, so its bytes can go to a socket without passing through JavaScript.
+   */
+  openFile?(digest: string): Promise<FileHandle>
   remove(digest: string): Promise<void>
   /** Stores a small complete buffer (a manifest) after verifying it. */
   put(digest: string, bytes: Buffer): Promise<void>

@@ -7,8 +7,10 @@ import { RegistryError } from '../../core/errors.js'
 import { isValidDigest } from '../../oci/reference.js'
 import { parseRange, parseRangeSpec } from '../range.js'
 import { resolveTarget } from './target.js'
+import { trySendfile, type SendfileAddon } from './blob-sendfile.js'
 
-export async function serveBlob(mirror: Mirror, name: string, digest: string, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+/** `sendfile`: the addon, when cached bodies may be sent with sendfile(2) (blob-sendfile.ts). */
+export async function serveBlob(mirror: Mirror, name: string, digest: string, req: FastifyRequest, reply: FastifyReply, sendfile?: SendfileAddon): Promise<FastifyReply> {
   const head = req.method === 'HEAD'
   const outcome: NonNullable<FastifyRequest['outcome']> = { kind: 'blob', digest }
   req.outcome = outcome
@@ -50,9 +52,11 @@ export async function serveBlob(mirror: Mirror, name: string, digest: string, re
   reply.header('content-length', length)
   if (head) return reply.send()
   if (length === 0) return reply.send(Buffer.alloc(0))
+  const countSent = (bytes: number) => mirror.metrics.bytesServed.inc({ source: blob.source }, bytes)
+  if (sendfile && (await trySendfile(sendfile, blob, start, end, req, reply, countSent))) return reply
   const stream = blob.open(start, end)
   let sent = 0
   stream.on('data', (c: Buffer) => (sent += c.length))
-  stream.on('close', () => mirror.metrics.bytesServed.inc({ source: blob.source }, sent))
+  stream.on('close', () => countSent(sent))
   return reply.send(stream)
 }

@@ -7,14 +7,17 @@ import type { Mirror } from '../../core/mirror.js'
 import { RegistryError } from '../../core/errors.js'
 import { isValidDigest, parseApiPath } from '../../oci/reference.js'
 import { serveBlob } from './blob-route.js'
+import type { SendfileAddon } from './blob-sendfile.js'
 import { serveManifest } from './manifest-route.js'
 import { servePassthrough } from './passthrough-route.js'
 
 export interface RegistryPluginOptions {
   mirror: Mirror
+  /** Sends cached blob bodies with sendfile(2); absent: they are streamed. */
+  sendfile?: SendfileAddon
 }
 
-export async function registryPlugin(app: FastifyInstance, { mirror }: RegistryPluginOptions): Promise<void> {
+export async function registryPlugin(app: FastifyInstance, { mirror, sendfile }: RegistryPluginOptions): Promise<void> {
   const base = async (req: FastifyRequest, reply: FastifyReply) =>
     reply.header('content-type', 'application/json').send(req.method === 'HEAD' ? undefined : Buffer.from('{}'))
 
@@ -26,7 +29,7 @@ export async function registryPlugin(app: FastifyInstance, { mirror }: RegistryP
       case 'manifests':
         return serveManifest(mirror, api.name, api.reference, req, reply)
       case 'blobs':
-        return serveBlob(mirror, api.name, api.reference, req, reply)
+        return serveBlob(mirror, api.name, api.reference, req, reply, sendfile)
       case 'tags':
         return servePassthrough(mirror, api.name, 'tags/list', req, reply)
       case 'referrers':

@@ -1,0 +1,205 @@
+// Bodies of cached blobs sent with sendfile(2): from the stored file to the client's socket in
+// the kernel, never through JavaScript buffers (native/sendfile). The response stays Node's: the
+// head goes out through Node, the kernel sends the body, then Node ends the response, so
+// keep-alive, pipelined requests, the request log and metrics work as for any other answer.
+// Used only when every condition holds (the addon was built, a plain TCP socket, a local file
+// store, bytes not due to be re-hashed); otherwise bodies are streamed as before.
+
+import { createRequire } from 'node:module'
+import type { Socket } from 'node:net'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream'
+import { TLSSocket } from 'node:tls'
+import { fileURLToPath } from 'node:url'
+import { getSystemErrorName } from 'node:util'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { BlobFile, BlobResult } from '../../core/blobs.js'
+
+/** The native addon's interface (native/sendfile/index.js). */
+export interface SendfileAddon {
+  start(socketFd: number, fileFd: number, offset: number, length: number, callback: (errno: number, sent: number, shortFile: boolean) => void): object
+  cancel(transfer: object): void
+  sent(transfer: object): number
+}
+
+/** The addon, or why it cannot be used. */
+export type SendfileLoad = { ok: true; addon: SendfileAddon } | { ok: false; reason: string }
+
+/** Loads the addon (an optional dependency: absent when it could not be built at install time). */
+export function loadSendfile(): SendfileLoad {
+  if (process.platform !== 'linux') return { ok: false, reason: 'sendfile is used on Linux only' }
+  const require = createRequire(import.meta.url)
+  const load = (): unknown => {
+    try {
+      return require('regcache-sendfile')
+    } catch (err) {
+      // `npm prune` can drop the link to the in-repository package (the container image's build
+      // does): the addon is then loaded from the repository directly.
+      if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err
+      return require(fileURLToPath(new URL('../../../native/sendfile/index.js', import.meta.url)))
+    }
+  }
+  try {
+    const addon = load() as SendfileAddon
+    if (typeof addon.start !== 'function' || typeof addon.cancel !== 'function' || typeof addon.sent !== 'function') {
+      return { ok: false, reason: 'the regcache-sendfile module is not the expected one' }
+    }
+    return { ok: true, addon }
+  } catch (err) {
+    return { ok: false, reason: `the regcache-sendfile addon is not built (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` }
+  }
+}
+
+/**
+ * The descriptor of the request's plain TCP socket (not TLS, not HTTP/2), or undefined. Also
+ * undefined while an earlier response on the connection is still going out (pipelined
+ * requests): Node queues this one's output until then, which only a streamed body can join.
+ */
+export function plainSocketFd(req: FastifyRequest, reply: FastifyReply): number | undefined {
+  const socket = req.raw.socket as Socket | null
+  if (!socket || reply.raw.socket !== socket || socket instanceof TLSSocket || req.raw.httpVersionMajor !== 1) return undefined
+  return socketFd(socket)
+}
+
+/** The socket's descriptor while it is open (read it again after any wait: a closed one's number is reused). */
+function socketFd(socket: Socket): number | undefined {
+  if (socket.destroyed) return undefined
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined
+}
+
+/** Errors that mean sendfile cannot be used on this file or socket at all (the body is then streamed). */
+const UNSUPPORTED = new Set(['EINVAL', 'ENOSYS', 'EOPNOTSUPP', 'ENOTSUP'])
+/** Errors that mean the client went away: nothing to report. */
+const CLIENT_GONE = new Set(['EPIPE', 'ECONNRESET', 'ENOTCONN', 'ESHUTDOWN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH'])
+
+function errnoName(errno: number | undefined): string {
+  try {
+    return errno ? getSystemErrorName(-Math.abs(errno)) : 'UNKNOWN'
+  } catch {
+    return 'UNKNOWN'
+  }
+}
+
+export interface SendfileBody {
+  addon: SendfileAddon
+  file: BlobFile
+  /** First byte and length of the body within the file. */
+  start: number
+  length: number
+  /** Bytes [start, end] of the blob as a stream: used when sendfile turns out not to work here. */
+  fallback(start: number, end: number): Readable
+  /** Called once with the body bytes that left through this response: by sendfile, and streamed after a fallback. */
+  onSent(kernel: number, streamed: number): void
+  /** The body could not be sent whole (the connection is then cut). Not called when the client left. */
+  onError(err: Error): void
+}
+
+/**
+ * Sends the reply's status and headers, then the body with sendfile. Takes the reply over from
+ * fastify (hijack): nothing else may be sent on it. The file is closed in every case.
+ */
+export function sendFileBody(req: FastifyRequest, reply: FastifyReply, body: SendfileBody): void {
+  const { addon, file, start, length } = body
+  const res = reply.raw
+  const socket = req.raw.socket
+  let transfer: object | undefined
+  let finished = false
+  /** Body bytes sent by the kernel, and streamed through Node after a fallback. */
+  let kernelSent = 0
+  let streamed = 0
+
+  const done = (err?: Error) => {
+    if (finished) return
+    finished = true
+    socket.off('close', onClose)
+    body.onSent(kernelSent, streamed)
+    void file.close().catch(() => {})
+    if (err) {
+      body.onError(err)
+      // The head promised `length` bytes: a short body must not look like a whole one.
+      socket.destroy()
+    }
+  }
+  const onClose = () => {
+    if (transfer && !finished) {
+      addon.cancel(transfer)
+      kernelSent = addon.sent(transfer)
+    }
+    done()
+  }
+  socket.on('close', onClose)
+
+  reply.hijack()
+  for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) res.setHeader(name, value)
+  res.writeHead(reply.statusCode)
+  res.flushHeaders()
+  // The head must be in the kernel before the body: this callback runs once Node's queue to the
+  // socket has drained up to here.
+  socket.write(Buffer.alloc(0), (err) => {
+    if (finished) return
+    const fd = socketFd(socket)
+    if (err || fd === undefined) return done()
+    try {
+      transfer = addon.start(fd, file.fd, start, length, (errno, sent, shortFile) => {
+        if (finished) return
+        kernelSent = sent
+        transfer = undefined
+        if (errno === 0) {
+          res.end()
+          return done()
+        }
+        const name = errnoName(errno)
+        if (UNSUPPORTED.has(name) && !shortFile) return streamRest(start + sent)
+        if (CLIENT_GONE.has(name) && !shortFile) {
+          done()
+          socket.destroy()
+          return
+        }
+        done(Object.assign(new Error(shortFile ? 'the stored file ended before the range did' : `sendfile failed: ${name}`), { code: shortFile ? 'EIO' : name }))
+      })
+    } catch (err) {
+      // It could not start (a socket or file it cannot use): the body goes through Node instead.
+      if (UNSUPPORTED.has(errnoName((err as { errno?: number }).errno))) return streamRest(start)
+      done(err as Error)
+    }
+  })
+
+  /** The rest of the body, from byte `from` of the blob, through Node. */
+  function streamRest(from: number): void {
+    const stream = body.fallback(from, start + length - 1)
+    stream.on('data', (c: Buffer) => (streamed += c.length))
+    pipeline(stream, res, (err) => {
+      if (err && socket.destroyed) done()
+      else done(err ?? undefined)
+    })
+  }
+}
+
+/**
+ * Sends bytes [start, end] of a cached blob with sendfile when it can be used for this request,
+ * and says whether it took the reply; false leaves the reply untouched, to be streamed as before.
+ */
+export async function trySendfile(addon: SendfileAddon, blob: BlobResult, start: number, end: number, req: FastifyRequest, reply: FastifyReply, onSent: (bytes: number) => void): Promise<boolean> {
+  if (!blob.file) return false
+  if (plainSocketFd(req, reply) === undefined) return false
+  const file = await blob.file(start, end)
+  if (!file) return false
+  if (plainSocketFd(req, reply) === undefined) {
+    await file.close()
+    return false
+  }
+  sendFileBody(req, reply, {
+    addon,
+    file,
+    start,
+    length: end - start + 1,
+    fallback: (s, e) => blob.open(s, e),
+    onSent: (kernel, streamed) => {
+      onSent(kernel + streamed)
+      req.log.debug({ digest: blob.digest, start, end, sendfile: kernel, streamed }, 'blob body sent')
+    },
+    onError: (err) => req.log.error({ err, digest: blob.digest }, 'sending a stored blob failed; connection closed'),
+  })
+  return true
+}
