@@ -64,6 +64,8 @@ COPY native/ ./native/
 # npm ci: exactly the lockfile's versions. Dev dependencies are needed here (TypeScript).
 # - The CA is added to Node's own root certificates (NODE_EXTRA_CA_CERTS) and given to npm as a
 #   full bundle (public roots + the CA), because npm's `cafile` replaces rather than extends.
+# - The sendfile addon (native/sendfile) is an optional dependency: npm versions that hold back
+#   install scripts of local packages skip its build, so it is built explicitly when missing.
 # - node-gyp normally downloads Node's headers; official node images ship them under the
 #   install prefix, and pointing nodedir there keeps the build offline-capable.
 RUN set -eu; \
@@ -77,7 +79,10 @@ RUN set -eu; \
     prefix="$(dirname "$(dirname "$(command -v node)")")"; \
     if [ -f "$prefix/include/node/node.h" ]; then export npm_config_nodedir="$prefix"; fi; \
     npm ci --no-audit --no-fund; \
-    node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"
+    node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"; \
+    if [ ! -f native/sendfile/build/Release/sendfile.node ]; then \
+      npm --prefix native/sendfile run install || echo "warning: the sendfile addon did not build" >&2; \
+    fi
 
 # Sources (what .dockerignore lets through: no tests, no local node_modules or dist).
 COPY . .

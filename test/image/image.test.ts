@@ -187,6 +187,13 @@ t.test('the Dockerfile builds, the image runs and serves a pull', { skip: missin
   ])
   t.equal(sqlite.code, 0, `better-sqlite3 loads in the runtime image ${sqlite.stderr}`)
   t.match(sqlite.stdout.trim(), new RegExp(`^3\\.\\d+\\.\\d+ ${UID}$`), 'better-sqlite3 works as uid 10001')
+  // The sendfile addon is optional for installs without a compiler, but the image builds it.
+  const addon = await d.docker([
+    'run', '--rm', '--network', 'host', '--entrypoint', 'node', IMAGE, '-e',
+    "const a=require('/app/native/sendfile');console.log(typeof a.start)",
+  ])
+  t.equal(addon.code, 0, `the sendfile addon loads in the runtime image ${addon.stderr}`)
+  t.equal(addon.stdout.trim(), 'function', 'the sendfile addon exports start()')
   const help = await d.docker(['run', '--rm', '--network', 'host', IMAGE, '--help'])
   t.equal(help.code, 0, `regcache --help runs ${help.stderr}`)
   t.comment(`${elapsed()} image checked`)
