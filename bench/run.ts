@@ -6,7 +6,7 @@
 import { CONTAINERD_ACCEPT } from '../oci/media-types.js'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { startContainerd, writeHostsToml, type Containerd } from '../test/helpers/containerd.js'
@@ -492,9 +492,11 @@ function buildRows(): Row[] {
     const r = medianOf(data.regcache)
     const d = medianOf(data.dist)
     const n = medianOf(data.ref)
-    const met = r !== undefined && d !== undefined && n !== undefined ? r >= 0.9 * n && r > d : undefined
+    // One client: at least distribution's rate and 0.9× nginx's; several: 0.9× nginx's aggregate.
+    const one = data === R.warm1
+    const met = r !== undefined && d !== undefined && n !== undefined ? r >= 0.9 * n && (!one || r >= d) : undefined
     rows.push({
-      cells: [label, bad('1. warm blob', mb(r)), mb(d), `${mb(n)} (nginx)`, `${ratio(r, n)} nginx, ${ratio(r, d)} dist`, `≥ 0.9× nginx and > distribution${ok(met)}`],
+      cells: [label, bad('1. warm blob', mb(r)), mb(d), `${mb(n)} (nginx)`, `${ratio(r, n)} nginx, ${ratio(r, d)} dist`, `${one ? '≥ 1.0× distribution and ' : ''}≥ 0.9× nginx${ok(met)}`],
       met,
     })
   }
@@ -503,7 +505,12 @@ function buildRows(): Row[] {
     const c = (id: Who) => fmt(R.warmCpuPerGB[id], 2)
     const r = R.warmCpuPerGB.regcache
     const n = R.warmCpuPerGB.ref
-    rows.push({ cells: ['1. server CPU per GB served (s, user+sys)', bad('1. warm blob', c('regcache')), c('dist'), `${c('ref')} (nginx)`, `${ratio(r, n, 1)} nginx`, 'info'] })
+    const d = R.warmCpuPerGB.dist
+    const met = r !== undefined && d !== undefined ? r <= d : undefined
+    rows.push({
+      cells: ['1. server CPU per GB served (s, user+sys)', bad('1. warm blob', c('regcache')), c('dist'), `${c('ref')} (nginx)`, `${ratio(r, n, 1)} nginx, ${ratio(r, d, 2)} dist`, `≤ distribution${ok(met)}`],
+      met,
+    })
   }
 
   // 2. Revalidation.
@@ -548,6 +555,14 @@ function buildRows(): Row[] {
     rows.push({
       cells: [`3. cold fan-out, ${FANOUT} clients: wall time, all bytes hashed`, failed ? FAILED : s(rm), s(dm), `${s(um)} (1 direct download)`, `${ratio(rm, um)} direct`, `≤ 1.2× one direct download${ok(met)}`],
       met,
+    })
+    const rc = medianOf(R.cold.regcache.flatMap((x) => (x.cpu === undefined ? [] : [x.cpu])))
+    const dc = medianOf(R.cold.dist.flatMap((x) => (x.cpu === undefined ? [] : [x.cpu])))
+    const cmet = rc !== undefined && dc !== undefined ? rc <= 1.2 * dc : undefined
+    const cpu = (n: number | undefined) => (n === undefined ? '—' : `${fmt(n, 1)} s`)
+    rows.push({
+      cells: [`3. cold fan-out, ${FANOUT} clients: proxy CPU (user+sys)`, failed ? FAILED : cpu(rc), cpu(dc), '', `${ratio(rc, dc, 2)} dist`, `≤ 1.2× distribution${ok(cmet)}`],
+      met: cmet,
     })
     const u10 = medianOf(R.cold.ref10)
     rows.push({ cells: [`3. (context) ${FANOUT} clients straight from the upstream`, '', '', s(u10), `${ratio(rm, u10)} (regcache vs this)`, 'info'] })
@@ -843,7 +858,15 @@ async function main(): Promise<number> {
   const elapsed = (now() - t0) / 1000
   const md = await report(elapsed)
   if (RESULTS_FILE) {
-    await writeFile(RESULTS_FILE, md + '\n')
+    // The main run owns the part between its markers; the other modes' sections stay as they are.
+    const body = `<!-- main -->\n${md.replace(/^# [^\n]*\n+/, '').trimEnd()}\n<!-- /main -->`
+    const text = await readFile(RESULTS_FILE, 'utf8').catch(() => '')
+    const a = text.indexOf('<!-- main -->')
+    const b = text.indexOf('<!-- /main -->')
+    await writeFile(
+      RESULTS_FILE,
+      a >= 0 && b > a ? text.slice(0, a) + body + text.slice(b + '<!-- /main -->'.length) : `# regcache benchmark results\n\n${body}\n\n${text.replace(/^# [^\n]*\n+/, '')}`,
+    )
     log(`wrote ${RESULTS_FILE}`)
   }
   log(`done in ${fmt(elapsed)} s`)
