@@ -87,7 +87,8 @@ RUN set -eu; \
 # Sources (what .dockerignore lets through: no tests, no local node_modules or dist).
 COPY . .
 
-# Compile, then drop the dev dependencies so the runtime stage copies production ones only,
+# Compile, then drop the dev dependencies so the runtime stage copies production ones only
+# (npm prune can take the sendfile addon's build with the link it removes: it is built again),
 # and better-sqlite3's compile leftovers (SQLite sources, object files, the static sqlite3.a):
 # only the .node binary is loaded. The npm settings (registry, CA) live in the build stage's
 # ~/.npmrc and are not copied on.
@@ -96,6 +97,11 @@ RUN set -eu; \
     rm -rf dist/test dist/bench; \
     test -f dist/cli/main.js; \
     npm prune --omit=dev --no-audit --no-fund; \
+    prefix="$(dirname "$(dirname "$(command -v node)")")"; \
+    if [ -f "$prefix/include/node/node.h" ]; then export npm_config_nodedir="$prefix"; fi; \
+    if [ ! -f native/sendfile/build/Release/sendfile.node ]; then \
+      npm --prefix native/sendfile run install || echo "warning: the sendfile addon did not build" >&2; \
+    fi; \
     b=node_modules/better-sqlite3; \
     rm -rf "$b/deps" "$b/src" "$b/build/deps" "$b/build/Release/obj" "$b/build/Release/obj.target" \
       "$b/build/Release/.deps" "$b/build/Release/test_extension.node" "$b/build/Release/sqlite3.a"; \
