@@ -17,6 +17,9 @@ export interface Rgw {
   region: string
   accessKey: string
   secretKey: string
+  /** Files holding the keys, as `storage.s3.accessKeyFile` / `secretKeyFile` want them. */
+  accessKeyFile: string
+  secretKeyFile: string
   /** A bucket created at start. */
   bucket: string
   /** The cluster's temp directory (logs are in log/). */
@@ -160,12 +163,18 @@ export async function startRgw(): Promise<Rgw> {
       })
       const bucket = `regcache-${randomBytes(4).toString('hex')}`
       await probe.send(new CreateBucketCommand({ Bucket: bucket }))
+      const accessKeyFile = join(dir, 'access-key')
+      const secretKeyFile = join(dir, 'secret-key')
+      await writeFile(accessKeyFile, accessKey + '\n', { mode: 0o600 })
+      await writeFile(secretKeyFile, secretKey + '\n', { mode: 0o600 })
       return {
         endpoint,
         port,
         region,
         accessKey,
         secretKey,
+        accessKeyFile,
+        secretKeyFile,
         bucket,
         dir,
         pids: daemons.map((d) => d.pid),

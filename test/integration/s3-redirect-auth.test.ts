@@ -14,7 +14,6 @@
 //   URL's signature.
 
 import { createHash } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { HeadObjectCommand } from '@aws-sdk/client-s3'
 import t, { type Test } from 'tap'
@@ -55,10 +54,6 @@ t.test('redirect mode hands presigned URLs only to clients allowed the blob', { 
   t.teardown(rgw.stop)
   const s3 = rgw.client()
   t.teardown(() => s3.destroy())
-  const secrets = await makeTempDir()
-  t.teardown(() => removeTempDir(secrets))
-  await writeFile(join(secrets, 'access'), rgw.accessKey + '\n')
-  await writeFile(join(secrets, 'secret'), rgw.secretKey + '\n')
   const storage = (prefix: string) => ({
     type: 's3',
     s3: {
@@ -67,8 +62,8 @@ t.test('redirect mode hands presigned URLs only to clients allowed the blob', { 
       bucket: rgw.bucket,
       prefix,
       forcePathStyle: true,
-      accessKeyFile: join(secrets, 'access'),
-      secretKeyFile: join(secrets, 'secret'),
+      accessKeyFile: rgw.accessKeyFile,
+      secretKeyFile: rgw.secretKeyFile,
       redirect: true,
       redirectExpiry: '120s',
     },

@@ -57,10 +57,6 @@ t.test('replicas on one shared bucket', { skip: missing ? `Ceph RADOS Gateway un
   t.teardown(rgw.stop)
   const s3 = rgw.client()
   t.teardown(() => s3.destroy())
-  const secrets = await makeTempDir()
-  t.teardown(() => removeTempDir(secrets))
-  await writeFile(join(secrets, 'access'), rgw.accessKey + '\n')
-  await writeFile(join(secrets, 'secret'), rgw.secretKey + '\n')
   const storage = (more: Record<string, unknown> = {}) => ({
     storage: {
       type: 's3',
@@ -70,8 +66,8 @@ t.test('replicas on one shared bucket', { skip: missing ? `Ceph RADOS Gateway un
         bucket: rgw.bucket,
         prefix: PREFIX,
         forcePathStyle: true,
-        accessKeyFile: join(secrets, 'access'),
-        secretKeyFile: join(secrets, 'secret'),
+        accessKeyFile: rgw.accessKeyFile,
+        secretKeyFile: rgw.secretKeyFile,
         leaseTtl: '3s',
         ...more,
       },
