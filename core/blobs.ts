@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream'
 import type { FileHandle } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { RegistryError, errorForUpstreamStatus } from './errors.js'
-import { Fill, isDiskError } from './fill.js'
+import { Fill, isDiskError, type FileFollower } from './fill.js'
 import { SingleFlight } from './single-flight.js'
 import type { CacheOutcome, Target } from './target.js'
 import { headerValue } from '../upstream/headers.js'
@@ -32,17 +32,28 @@ export interface BlobResult {
   /** Redirect mode: a short-lived URL where the client GETs the bytes (and ranges) from the store. */
   redirect?: string
   /**
-   * Cached blobs of a local file store: the stored file, for sending bytes [start, end] straight
-   * from it. Undefined when those bytes must go through open() instead (they are due to be
-   * re-hashed as they are served, or the file is not as recorded).
+   * Blobs of a local file store: the stored file (or the file of the fill under way), for sending
+   * bytes [start, end] straight from it. Resolves to undefined when those bytes must go through
+   * open() instead (they are due to be re-hashed as they are served, the file is not as recorded,
+   * or the fill no longer writes to a file).
    */
   file?(start: number, end: number): Promise<BlobFile | undefined>
 }
 
-/** A stored, verified blob file, held against eviction until closed. */
+/**
+ * A blob file, held against eviction until closed: a stored, verified one, or the file of a fill
+ * still under way (then with available()).
+ */
 export interface BlobFile {
   /** Read-only descriptor of the file. */
   readonly fd: number
+  /**
+   * A fill's file: reports that bytes before `pos` were sent and resolves, once bytes from `pos`
+   * on may be sent, to the end (exclusive) of those bytes, or to 'stream' when the rest must go
+   * through open(); rejects when the download failed (the client must be cut off). Absent: the
+   * whole range may be sent at once.
+   */
+  available?(pos: number): Promise<number | 'stream'>
   /** Closes the file; call once the bytes are sent (or abandoned). */
   close(): Promise<void>
 }
@@ -264,7 +275,30 @@ export class Blobs {
   }
 
   private fromFill(fill: Fill, outcome: CacheOutcome): BlobResult {
-    return { kind: 'blob', digest: fill.digest, size: fill.size, outcome, source: 'upstream', open: (s, e) => this.track(fill.digest, fill.createReadStream(s, e)) }
+    // Only a local file store's fill file is complete on disk as it grows: other stores' clients follow by stream.
+    const file = this.store.openFile && ((s: number, e: number) => this.followFill(fill, s, e))
+    return { kind: 'blob', digest: fill.digest, size: fill.size, outcome, source: 'upstream', open: (s, e) => this.track(fill.digest, fill.createReadStream(s, e)), file }
+  }
+
+  /** Bytes [start, end] of a blob being filled, sent from the fill's file as they become safe to send. */
+  private async followFill(fill: Fill, start: number, end: number): Promise<BlobFile | undefined> {
+    const release = this.hold(fill.digest)
+    let follower: FileFollower | undefined
+    try {
+      follower = await fill.openFollower(start, end)
+    } finally {
+      if (!follower) release()
+    }
+    if (!follower) return undefined
+    const f = follower
+    return {
+      fd: f.fd,
+      available: (pos) => f.available(pos),
+      close: async () => {
+        release()
+        await f.close()
+      },
+    }
   }
 
   /** Upstream says this repository has the blob: link it, so the cached copy may be served for it. */

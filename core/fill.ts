@@ -32,12 +32,35 @@ export interface FillOptions {
 }
 
 const READ_CHUNK = 256 * 1024
+/**
+ * A file follower that keeps pace with the download is handed bytes in steps of at least this
+ * many (or all that is left before the held-back last byte): each step is one sendfile transfer.
+ */
+const FOLLOW_STEP = 1024 * 1024
 /** Newest bytes kept in memory, so clients that keep up with the download do not read the file back. */
 const RECENT_LIMIT = 8 * 1024 * 1024
 
 interface Reader {
   pos: number
   end: number
+}
+
+/**
+ * A client following the fill through its temporary file by descriptor: it moves the bytes
+ * itself (sendfile), asking before each step how far it may go.
+ */
+export interface FileFollower {
+  /** Read-only descriptor of the fill's file (the stored blob once committed). */
+  readonly fd: number
+  /**
+   * Reports that bytes before `pos` were sent and resolves, once bytes from `pos` on may be sent,
+   * to the end (exclusive) of those bytes; to 'stream' when the rest must come through
+   * createReadStream() (the disk filled up and the fill became a relay). Rejects when the fill
+   * failed: the client must then be cut off.
+   */
+  available(pos: number): Promise<number | 'stream'>
+  /** Stops following; call once (more calls do nothing). */
+  close(): Promise<void>
 }
 
 export class Fill extends EventEmitter {
@@ -188,7 +211,11 @@ export class Fill extends EventEmitter {
   /** Waits until every reader has taken the relayed chunk (or needs nothing more of it). */
   private async drainRelay(): Promise<void> {
     for (;;) {
-      if (this.readerSet.size === 0) throw this.fatalError(this.diskError ?? new Error('no clients left to relay to'))
+      if (this.readerSet.size === 0) {
+        // Once every byte was received, readers that left took what they wanted.
+        if (this.received >= this.size) return
+        throw this.fatalError(this.diskError ?? new Error('no clients left to relay to'))
+      }
       const limit = this.relay ? this.relay.offset + this.relay.buf.length : this.writer.written
       let pending = false
       for (const r of this.readerSet) if (r.pos < limit && r.pos <= r.end) pending = true
@@ -200,6 +227,77 @@ export class Fill extends EventEmitter {
   private fatalError(err: Error): Error {
     this.fatal.add(err)
     return err
+  }
+
+  /**
+   * Follows the fill for bytes [start, end] by file descriptor (see FileFollower). Undefined when
+   * the bytes are not in a local file, or the fill is no longer writing to one.
+   */
+  async openFollower(start: number, end: number): Promise<FileFollower | undefined> {
+    if (this.state !== 'filling' && this.state !== 'done') return undefined
+    const fh = await this.writer.openRead()
+    if (typeof fh.fd !== 'number' || (this.state !== 'filling' && this.state !== 'done')) {
+      await fh.close()
+      return undefined
+    }
+    const reader: Reader = { pos: start, end }
+    this.readerSet.add(reader)
+    let closed = false
+    return {
+      fd: fh.fd,
+      available: (pos) => {
+        reader.pos = pos
+        this.emit('consumed')
+        return this.sendable(reader)
+      },
+      close: async () => {
+        if (closed) return
+        closed = true
+        this.readerSet.delete(reader)
+        this.emit('consumed')
+        await fh.close()
+      },
+    }
+  }
+
+  /** Waits until the follower `reader` may send more (FileFollower.available). */
+  private sendable(reader: Reader): Promise<number | 'stream'> {
+    return new Promise((resolve, reject) => {
+      const settle = (): boolean => {
+        const { pos, end } = reader
+        switch (this.state) {
+          case 'done':
+            resolve(end + 1)
+            return true
+          case 'failed':
+            reject(this.error ?? new Error('fill failed'))
+            return true
+          case 'relaying':
+            resolve('stream')
+            return true
+          case 'relayed':
+            if (pos < this.written) resolve(Math.min(end + 1, this.written))
+            else reject(this.diskError ?? new Error('fill relayed'))
+            return true
+          case 'filling': {
+            // The blob's last byte is released only once the whole blob verified.
+            const last = Math.min(end + 1, this.size - 1)
+            const limit = Math.min(last, this.written)
+            if (limit <= pos || (limit - pos < FOLLOW_STEP && limit < last)) return false
+            resolve(limit)
+            return true
+          }
+        }
+      }
+      if (settle()) return
+      const onEvent = () => {
+        if (!settle()) return
+        this.off('progress', onEvent)
+        this.off('relaying', onEvent)
+      }
+      this.on('progress', onEvent)
+      this.on('relaying', onEvent)
+    })
   }
 
   /**

@@ -54,6 +54,8 @@ export interface ContentWriter {
 }
 
 export interface ReadHandle {
+  /** The descriptor, when the bytes are in a local file (they may then be sent with sendfile). */
+  readonly fd?: number
   read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>
   close(): Promise<void>
 }

@@ -1,5 +1,6 @@
-// Bodies of cached blobs sent with sendfile(2): from the stored file to the client's socket in
-// the kernel, never through JavaScript buffers (native/sendfile). The response stays Node's: the
+// Blob bodies sent with sendfile(2): from the stored file, or from the file of a fill under way as
+// its bytes arrive, to the client's socket in the kernel, never through JavaScript buffers
+// (native/sendfile). The response stays Node's: the
 // head goes out through Node, the kernel sends the body, then Node ends the response, so
 // keep-alive, pipelined requests, the request log and metrics work as for any other answer.
 // Used only when every condition holds (the addon was built, a plain TCP socket, a local file
@@ -96,13 +97,17 @@ export interface SendfileBody {
 }
 
 /**
- * Sends the reply's status and headers, then the body with sendfile. Takes the reply over from
+ * Sends the reply's status and headers, then the body with sendfile: in one transfer from a
+ * stored file, or step by step behind a fill (BlobFile.available). Takes the reply over from
  * fastify (hijack): nothing else may be sent on it. The file is closed in every case.
  */
 export function sendFileBody(req: FastifyRequest, reply: FastifyReply, body: SendfileBody): void {
   const { addon, file, start, length } = body
   const res = reply.raw
   const socket = req.raw.socket
+  /** End (exclusive) of the body within the file, and the next byte to send. */
+  const last = start + length
+  let pos = start
   let transfer: object | undefined
   let finished = false
   /** Body bytes sent by the kernel, and streamed through Node after a fallback. */
@@ -124,7 +129,7 @@ export function sendFileBody(req: FastifyRequest, reply: FastifyReply, body: Sen
   const onClose = () => {
     if (transfer && !finished) {
       addon.cancel(transfer)
-      kernelSent = addon.sent(transfer)
+      kernelSent += addon.sent(transfer)
     }
     done()
   }
@@ -138,19 +143,40 @@ export function sendFileBody(req: FastifyRequest, reply: FastifyReply, body: Sen
   // socket has drained up to here.
   socket.write(Buffer.alloc(0), (err) => {
     if (finished) return
-    const fd = socketFd(socket)
-    if (err || fd === undefined) return done()
-    try {
-      transfer = addon.start(fd, file.fd, start, length, (errno, sent, shortFile) => {
+    if (err) return done()
+    next()
+  })
+
+  /** The next step: everything at once from a stored file, what the fill allows from a growing one. */
+  function next(): void {
+    if (pos >= last) {
+      res.end()
+      return done()
+    }
+    if (!file.available) return send(last)
+    file.available(pos).then(
+      (upTo) => {
         if (finished) return
-        kernelSent = sent
+        if (upTo === 'stream') return streamRest(pos)
+        send(Math.min(upTo, last))
+      },
+      (err: Error) => done(err),
+    )
+  }
+
+  /** Bytes [pos, upTo) with one sendfile transfer. */
+  function send(upTo: number): void {
+    const fd = socketFd(socket)
+    if (fd === undefined) return done()
+    try {
+      transfer = addon.start(fd, file.fd, pos, upTo - pos, (errno, sent, shortFile) => {
+        if (finished) return
+        kernelSent += sent
+        pos += sent
         transfer = undefined
-        if (errno === 0) {
-          res.end()
-          return done()
-        }
+        if (errno === 0) return next()
         const name = errnoName(errno)
-        if (UNSUPPORTED.has(name) && !shortFile) return streamRest(start + sent)
+        if (UNSUPPORTED.has(name) && !shortFile) return streamRest(pos)
         if (CLIENT_GONE.has(name) && !shortFile) {
           done()
           socket.destroy()
@@ -160,14 +186,16 @@ export function sendFileBody(req: FastifyRequest, reply: FastifyReply, body: Sen
       })
     } catch (err) {
       // It could not start (a socket or file it cannot use): the body goes through Node instead.
-      if (UNSUPPORTED.has(errnoName((err as { errno?: number }).errno))) return streamRest(start)
+      if (UNSUPPORTED.has(errnoName((err as { errno?: number }).errno))) return streamRest(pos)
       done(err as Error)
     }
-  })
+  }
 
   /** The rest of the body, from byte `from` of the blob, through Node. */
   function streamRest(from: number): void {
-    const stream = body.fallback(from, start + length - 1)
+    const stream = body.fallback(from, last - 1)
+    // The stream reads on its own: a fill must stop waiting for this file's reader.
+    void file.close().catch(() => {})
     stream.on('data', (c: Buffer) => (streamed += c.length))
     pipeline(stream, res, (err) => {
       if (err && socket.destroyed) done()
@@ -177,7 +205,7 @@ export function sendFileBody(req: FastifyRequest, reply: FastifyReply, body: Sen
 }
 
 /**
- * Sends bytes [start, end] of a cached blob with sendfile when it can be used for this request,
+ * Sends bytes [start, end] of a blob (cached, or being filled) with sendfile when it can be used for this request,
  * and says whether it took the reply; false leaves the reply untouched, to be streamed as before.
  */
 export async function trySendfile(addon: SendfileAddon, blob: BlobResult, start: number, end: number, req: FastifyRequest, reply: FastifyReply, onSent: (bytes: number) => void): Promise<boolean> {
@@ -199,7 +227,7 @@ export async function trySendfile(addon: SendfileAddon, blob: BlobResult, start:
       onSent(kernel + streamed)
       req.log.debug({ digest: blob.digest, start, end, sendfile: kernel, streamed }, 'blob body sent')
     },
-    onError: (err) => req.log.error({ err, digest: blob.digest }, 'sending a stored blob failed; connection closed'),
+    onError: (err) => req.log.error({ err, digest: blob.digest }, blob.source === 'cache' ? 'sending a stored blob failed; connection closed' : 'blob download failed before this client had every byte; connection closed'),
   })
   return true
 }

@@ -2,7 +2,7 @@
 // late joiners, the last byte held back until the digest verifies, mismatches, resumes, surplus
 // bytes and readers that leave.
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, type Readable } from 'node:stream'
@@ -205,4 +205,139 @@ t.test('a reader destroyed mid-way leaves the fill and the other readers alone',
   await fill.done
   t.equal(fill.state, 'done')
   t.equal(await store.size(digest), SIZE)
+})
+
+/**
+ * Follows a fill the way the sendfile sender does (server/registry/blob-sendfile.ts): asks how far
+ * it may go, reads those bytes from the descriptor, asks again. Falls back to a stream on 'stream'.
+ */
+function followFile(fill: Fill, start: number, end: number) {
+  const steps: { from: number; to: number; state: string }[] = []
+  const chunks: Buffer[] = []
+  const result = (async (): Promise<{ bytes: Buffer; error?: Error; streamedFrom?: number }> => {
+    const f = await fill.openFollower(start, end)
+    if (!f) throw new Error('no follower')
+    let pos = start
+    try {
+      while (pos <= end) {
+        const upTo = await f.available(pos)
+        if (upTo === 'stream') {
+          const stream = follow(fill.createReadStream(pos, end))
+          await f.close()
+          const rest = await stream.result
+          return { bytes: Buffer.concat([...chunks, rest.bytes]), error: rest.error, streamedFrom: pos }
+        }
+        steps.push({ from: pos, to: upTo, state: fill.state })
+        const buf = Buffer.alloc(upTo - pos)
+        readSync(f.fd, buf, 0, buf.length, pos)
+        chunks.push(buf)
+        pos = upTo
+      }
+      return { bytes: Buffer.concat(chunks) }
+    } catch (error) {
+      return { bytes: Buffer.concat(chunks), error: error as Error }
+    } finally {
+      await f.close()
+    }
+  })()
+  return { result, steps, seen: () => chunks.reduce((n, c) => n + c.length, 0) }
+}
+
+t.test('a file follower (sendfile) gets every byte, the last one only after the blob verified', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const { fill, body, events } = await setup(t, bytes)
+  const f = followFile(fill, 0, SIZE - 1)
+  body.write(bytes.subarray(0, SIZE - 1))
+  await until(() => f.seen() === SIZE - 1)
+  await tick()
+  t.equal(f.seen(), SIZE - 1, 'everything but the last byte')
+  t.same(events, [], 'not recorded yet')
+  body.end(bytes.subarray(SIZE - 1))
+  const { bytes: got, error } = await f.result
+  t.error(error)
+  t.ok(got.equals(bytes), 'byte for byte')
+  t.same(events, ['committed'])
+  t.equal(f.steps.at(-1)?.state, 'done', 'the step with the last byte came after the commit')
+  t.ok(f.steps.slice(0, -1).every((s) => s.to <= SIZE - 1), 'no earlier step reached the last byte')
+})
+
+t.test('a file follower keeping pace is handed large steps, a short range at once', async (t) => {
+  const big = 3 * 1024 * 1024 + 123
+  const bytes = randomBytes(big)
+  const { fill, body } = await setup(t, bytes)
+  const whole = followFile(fill, 0, big - 1)
+  const ranged = followFile(fill, 1000, 1999)
+  for (let off = 0; off < big; off += 16 * 1024) {
+    body.write(bytes.subarray(off, Math.min(big, off + 16 * 1024)))
+    await tick()
+  }
+  body.end()
+  const w = await whole.result
+  t.ok(w.bytes.equals(bytes), 'whole blob byte for byte')
+  const steps = whole.steps
+  t.ok(steps.slice(0, -2).every((s) => s.to - s.from >= 1024 * 1024), `steps of at least 1 MiB before the tail: ${steps.map((s) => s.to - s.from).join(', ')}`)
+  const r = await ranged.result
+  t.ok(r.bytes.equals(bytes.subarray(1000, 2000)), 'range byte for byte')
+  t.equal(ranged.steps.length, 1, 'the range in one step, as soon as it was written')
+  t.equal(ranged.steps[0].state, 'filling')
+})
+
+t.test('a digest mismatch rejects the file follower before its last byte', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const wrong = Buffer.from(bytes)
+  wrong[SIZE - 1] ^= 1
+  const { fill, body, store, digest } = await setup(t, bytes)
+  const f = followFile(fill, 0, SIZE - 1)
+  body.end(wrong)
+  const { bytes: got, error } = await f.result
+  t.ok(error, 'the follower is told to cut the client off')
+  t.ok(got.length < SIZE, 'never the whole blob')
+  await t.rejects(fill.done)
+  t.equal(await store.size(digest), undefined)
+})
+
+t.test('a file follower that leaves does not hold up the fill or others', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const { fill, body } = await setup(t, bytes)
+  const leaving = await fill.openFollower(0, SIZE - 1)
+  t.ok(leaving)
+  const staying = followFile(fill, 0, SIZE - 1)
+  body.write(bytes.subarray(0, SIZE / 2))
+  await leaving?.close()
+  await leaving?.close()
+  body.end(bytes.subarray(SIZE / 2))
+  t.ok((await staying.result).bytes.equals(bytes))
+  await fill.done
+  t.equal(fill.state, 'done')
+})
+
+t.test('when the disk fills up, a file follower finishes through the relay stream', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const { fill, body, store, digest } = await setup(t, bytes)
+  // The disk "fills up" halfway: writes after that fail with ENOSPC.
+  const writer = (fill as unknown as { writer: { write(b: Buffer): Promise<void>; written: number } }).writer
+  const write = writer.write.bind(writer)
+  writer.write = async (b: Buffer) => {
+    if (writer.written + b.length > SIZE / 2) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })
+    return write(b)
+  }
+  const f = followFile(fill, 0, SIZE - 1)
+  body.write(bytes.subarray(0, SIZE / 2))
+  await until(() => fill.written === SIZE / 2)
+  body.end(bytes.subarray(SIZE / 2))
+  const { bytes: got, error, streamedFrom } = await f.result
+  t.error(error)
+  t.ok(got.equals(bytes), 'byte for byte across the switch')
+  t.ok(streamedFrom !== undefined && streamedFrom <= SIZE / 2, `switched to the relay at byte ${streamedFrom}`)
+  await t.rejects(fill.done, { code: 'ENOSPC' })
+  t.equal(fill.state, 'relayed')
+  t.equal(await store.size(digest), undefined, 'nothing kept')
+})
+
+t.test('no file follower once the fill ended badly', async (t) => {
+  const bytes = randomBytes(SIZE)
+  const { fill, body } = await setup(t, bytes)
+  body.destroy(new Error('cut'))
+  await t.rejects(fill.done)
+  t.equal(await fill.openFollower(0, SIZE - 1), undefined)
 })

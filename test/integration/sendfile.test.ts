@@ -1,5 +1,6 @@
-// Cached blob bodies sent with sendfile(2) (server/registry/blob-sendfile.ts, native/sendfile):
-// the same bytes and headers as the streamed path, whole and in ranges; keep-alive and pipelined
+// Blob bodies sent with sendfile(2) (server/registry/blob-sendfile.ts, native/sendfile), cached
+// and while the blob downloads: the same bytes and headers as the streamed path, whole and in
+// ranges; keep-alive and pipelined
 // requests on one connection; a client that hangs up mid-body leaves no descriptor or hold
 // behind; a client that stops reading holds up nobody else; when the kernel refuses (at the
 // start or part way) the rest is streamed; REGCACHE_SENDFILE=off streams everything.
@@ -118,7 +119,7 @@ t.test('cached blob bodies with sendfile', { skip: loadSendfile().ok ? false : '
 
   const rc = await startRegcache({ upstreams: { 'docker.io': { url: reg.url } } })
   t.teardown(rc.stop)
-  // Cached once (streamed from the fill), then every answer below is a hit.
+  // Cached once (sent from the fill's file as it grew), then every answer below is a hit.
   {
     const c = await Connection.open(rc.host)
     c.send('GET', path)
@@ -217,6 +218,30 @@ t.test('cached blob bodies with sendfile', { skip: loadSendfile().ok ? false : '
     await waitUntil('the stalled transfer is let go', async () => !rc.server.mirror.busyDigests().has(digest), { timeoutMs: 30_000 })
   })
 
+  await t.test('clients of a blob being downloaded follow the download with sendfile', async (t) => {
+    const cold = await startRegcache({ upstreams: { 'docker.io': { url: reg.url } } })
+    t.teardown(cold.stop)
+    const getsBefore = reg.count({ method: 'GET', pathIncludes: `/blobs/${digest}` })
+    const conns = await Promise.all(Array.from({ length: 5 }, () => Connection.open(cold.host)))
+    t.teardown(() => conns.forEach((c) => c.close()))
+    for (const c of conns) c.send('GET', path)
+    const answers = await Promise.all(conns.map((c) => c.response()))
+    for (const [i, r] of answers.entries()) {
+      t.equal(r.status, 200, `client ${i}: 200`)
+      t.match(r.headers['x-regcache-cache'], /^(miss|coalesced)$/, `client ${i}: answered by the download (${r.headers['x-regcache-cache']})`)
+      t.equal(sha256(r.body), digest, `client ${i}: bytes verify`)
+    }
+    t.equal(reg.count({ method: 'GET', pathIncludes: `/blobs/${digest}` }) - getsBefore, 1, 'one upstream GET for all of them')
+    await waitUntil('every body logged', async () => (await bodyLines(cold)).length >= 5, { timeoutMs: 30_000 })
+    const lines = await bodyLines(cold)
+    t.ok(lines.every((l) => l.sendfile === size && l.streamed === 0), `every body went out through sendfile: ${JSON.stringify(lines)}`)
+    await waitUntil('nothing holds the blob once done', async () => !cold.server.mirror.busyDigests().has(digest), { timeoutMs: 30_000 })
+    conns[0]!.send('GET', path, { range: 'bytes=0-9' })
+    const next = await conns[0]!.response()
+    t.equal(next.headers['x-regcache-cache'], 'hit', 'the connection stays open; the next answer is a hit')
+    t.ok(next.body.equals(layer.subarray(0, 10)), 'and its bytes are right')
+  })
+
   await t.test('HEAD has the headers and no body', async (t) => {
     const c = await Connection.open(rc.host)
     t.teardown(() => c.close())
@@ -295,7 +320,7 @@ t.test('cached blob bodies with sendfile', { skip: loadSendfile().ok ? false : '
         t.ok((await c.response()).body.equals(layer.subarray(100, 3000100)), `${label}: a range, the same bytes`)
         t.notOk(c.closed, `${label}: the connection stays open for the next request`)
         const lines = (await readFile(join(dir, 'log'), 'utf8')).split('\n').filter((l) => l.includes('"blob body sent"')).map((l) => JSON.parse(l) as { sendfile: number; streamed: number; end: number; start: number })
-        t.equal(lines.length, 2, `${label}: both bodies took the sendfile path`)
+        t.equal(lines.length, 3, `${label}: the body that followed the download and both hits took the sendfile path`)
         for (const l of lines) {
           t.equal(l.sendfile + l.streamed, l.end - l.start + 1, `${label}: every byte counted once`)
           t.ok(addon === refuses ? l.sendfile === 0 : l.sendfile > 0 && l.streamed > 0, `${label}: ${l.sendfile} bytes by sendfile, ${l.streamed} streamed`)
