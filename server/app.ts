@@ -19,7 +19,7 @@ export interface AppOptions {
   https?: { cert: Buffer; key: Buffer }
   /** Client authentication (the `auth:` section); absent: every client may pull. */
   auth?: ClientAuth
-  /** Sends cached blob bodies with sendfile(2) (server/registry/blob-sendfile.ts); absent: they are streamed. */
+  /** Sends blob bodies (cached and being downloaded) with sendfile(2) (server/registry/blob-sendfile.ts); absent: they are streamed. */
   sendfile?: SendfileAddon
 }
 

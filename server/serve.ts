@@ -21,7 +21,7 @@ export interface Server {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref())
 
 /**
- * `env.REGCACHE_SENDFILE=off` sends cached blob bodies through Node's streams instead of
+ * `env.REGCACHE_SENDFILE=off` sends blob bodies through Node's streams instead of
  * sendfile(2) (a way out should the kernel path misbehave somewhere).
  */
 export async function startServer(config: Config, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Server> {
@@ -35,7 +35,7 @@ export async function startServer(config: Config, log: Logger, env: NodeJS.Proce
   }
   const https = config.tls ? { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } : undefined
   const sendfile = https || env.REGCACHE_SENDFILE === 'off' ? undefined : loadSendfile()
-  if (sendfile && !sendfile.ok) log.info({ reason: sendfile.reason }, 'cached blob bodies are streamed through Node (sendfile is not available)')
+  if (sendfile && !sendfile.ok) log.info({ reason: sendfile.reason }, 'blob bodies are streamed through Node (sendfile is not available)')
   const app = buildApp({ mirror, log, https, auth, sendfile: sendfile?.ok ? sendfile.addon : undefined })
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })
