@@ -7,7 +7,7 @@ import type { Config } from '../config/config.js'
 import { Mirror } from '../core/mirror.js'
 import { buildApp } from './app.js'
 import { openClientAuth } from './auth-hook.js'
-import { loadSendfile } from './registry/blob-sendfile.js'
+import { loadSendfile, sendModeFromEnv } from './registry/blob-sendfile.js'
 
 export interface Server {
   app: FastifyInstance
@@ -21,10 +21,12 @@ export interface Server {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref())
 
 /**
- * `env.REGCACHE_SENDFILE=off` sends blob bodies through Node's streams instead of
- * sendfile(2) (a way out should the kernel path misbehave somewhere).
+ * `env.REGCACHE_SENDFILE`: how blob bodies leave (server/registry/blob-sendfile.ts): `copy` (the
+ * default) or `kernel` through the native addon, `off` through Node's streams (a way out should
+ * the native path misbehave somewhere).
  */
 export async function startServer(config: Config, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Server> {
+  const sendMode = sendModeFromEnv(env.REGCACHE_SENDFILE)
   const mirror = await Mirror.open({ config, log })
   let auth
   try {
@@ -34,8 +36,8 @@ export async function startServer(config: Config, log: Logger, env: NodeJS.Proce
     throw err
   }
   const https = config.tls ? { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } : undefined
-  const sendfile = https || env.REGCACHE_SENDFILE === 'off' ? undefined : loadSendfile()
-  if (sendfile && !sendfile.ok) log.info({ reason: sendfile.reason }, 'blob bodies are streamed through Node (sendfile is not available)')
+  const sendfile = https || sendMode === 'off' ? undefined : loadSendfile(sendMode)
+  if (sendfile && !sendfile.ok) log.info({ reason: sendfile.reason }, 'blob bodies are streamed through Node (the native sender is not available)')
   const app = buildApp({ mirror, log, https, auth, sendfile: sendfile?.ok ? sendfile.addon : undefined })
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })

@@ -1,6 +1,6 @@
-// Blob bodies sent with sendfile(2): from the stored file, or from the file of a fill under way as
-// its bytes arrive, to the client's socket in the kernel, never through JavaScript buffers
-// (native/sendfile). The response stays Node's: the
+// Blob bodies sent by the native addon (native/sendfile): from the stored file, or from the file
+// of a fill under way as its bytes arrive, to the client's socket, never through JavaScript
+// buffers: by a copy loop in C through one reused buffer, or by sendfile(2) (SendMode). The response stays Node's: the
 // head goes out through Node, the kernel sends the body, then Node ends the response, so
 // keep-alive, pipelined requests, the request log and metrics work as for any other answer.
 // Used only when every condition holds (the addon was built, a plain TCP socket, a local file
@@ -16,7 +16,7 @@ import { getSystemErrorName } from 'node:util'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { BlobFile, BlobResult } from '../../core/blobs.js'
 
-/** The native addon's interface (native/sendfile/index.js). */
+/** The native addon's interface (native/sendfile/index.js), with its way of moving bytes chosen. */
 export interface SendfileAddon {
   start(socketFd: number, fileFd: number, offset: number, length: number, callback: (errno: number, sent: number, shortFile: boolean) => void): object
   cancel(transfer: object): void
@@ -26,8 +26,30 @@ export interface SendfileAddon {
 /** The addon, or why it cannot be used. */
 export type SendfileLoad = { ok: true; addon: SendfileAddon } | { ok: false; reason: string }
 
+/**
+ * How the addon moves file bytes to a socket: `copy`, pread(2) into one reused buffer and send(2)
+ * from it, in C; `kernel`, sendfile(2). On the machines regcache is benchmarked on (loopback and
+ * veth) copy is about twice as fast for the same CPU per GB (bench/RESULTS.md); sendfile spares
+ * a copy, which may pay off with a network card that takes page fragments.
+ */
+export type SendMode = 'copy' | 'kernel'
+
+/** REGCACHE_SENDFILE's value: 'off' (bodies streamed through Node), a SendMode, unset (copy). */
+export function sendModeFromEnv(value: string | undefined): SendMode | 'off' {
+  if (value === undefined || value === '') return 'copy'
+  if (value === 'off' || value === 'copy' || value === 'kernel') return value
+  throw new Error(`REGCACHE_SENDFILE=${JSON.stringify(value)}: expected copy (the default), kernel or off`)
+}
+
+/** The raw addon: start() takes a sixth argument, true for copy mode. */
+interface RawAddon {
+  start(socketFd: number, fileFd: number, offset: number, length: number, callback: (errno: number, sent: number, shortFile: boolean) => void, copy: boolean): object
+  cancel(transfer: object): void
+  sent(transfer: object): number
+}
+
 /** Loads the addon (an optional dependency: absent when it could not be built at install time). */
-export function loadSendfile(): SendfileLoad {
+export function loadSendfile(mode: SendMode = 'copy'): SendfileLoad {
   if (process.platform !== 'linux') return { ok: false, reason: 'sendfile is used on Linux only' }
   const require = createRequire(import.meta.url)
   const load = (): unknown => {
@@ -41,11 +63,19 @@ export function loadSendfile(): SendfileLoad {
     }
   }
   try {
-    const addon = load() as SendfileAddon
-    if (typeof addon.start !== 'function' || typeof addon.cancel !== 'function' || typeof addon.sent !== 'function') {
+    const raw = load() as RawAddon
+    if (typeof raw.start !== 'function' || typeof raw.cancel !== 'function' || typeof raw.sent !== 'function') {
       return { ok: false, reason: 'the regcache-sendfile module is not the expected one' }
     }
-    return { ok: true, addon }
+    const copy = mode === 'copy'
+    return {
+      ok: true,
+      addon: {
+        start: (socketFd, fileFd, offset, length, callback) => raw.start(socketFd, fileFd, offset, length, callback, copy),
+        cancel: (transfer) => raw.cancel(transfer),
+        sent: (transfer) => raw.sent(transfer),
+      },
+    }
   } catch (err) {
     return { ok: false, reason: `the regcache-sendfile addon is not built (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` }
   }

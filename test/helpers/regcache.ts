@@ -23,6 +23,8 @@ export interface RegcacheOptions {
   listen?: string
   /** pino level of the log file (default debug). */
   logLevel?: string
+  /** Environment variables for the server beside the test's own (REGCACHE_SENDFILE). */
+  env?: Record<string, string>
 }
 
 export interface Regcache {
@@ -60,7 +62,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const config = loadConfig({ file: configFile })
   const logFile = join(dir, 'regcache.log')
   const log = pino({ level: opts.logLevel ?? 'debug' }, pino.destination({ dest: logFile, sync: true }))
-  const server = await startServer(config, log)
+  const server = await startServer(config, log, { ...process.env, ...opts.env })
   const url = server.url
   let stopped = false
   let storage: { meta: Metadata; store: BlobStore } | undefined

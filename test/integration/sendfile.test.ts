@@ -15,13 +15,14 @@ import { buildImage, pushImage, readLayoutBlob } from '../helpers/images.js'
 import { waitUntil } from '../helpers/proc.js'
 import { startRegistry } from '../helpers/registry.js'
 import { startRegcache, type Regcache } from '../helpers/regcache.js'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { stringify } from 'yaml'
 import { loadConfig } from '../../config/config.js'
 import { Mirror } from '../../core/mirror.js'
 import { BlobStore } from '../../storage/blob-store.js'
+import { blobPath } from '../../storage/layout.js'
 import { buildApp } from '../../server/app.js'
 import { loadSendfile, type SendfileAddon } from '../../server/registry/blob-sendfile.js'
 import { makeTempDir, removeTempDir } from '../helpers/proc.js'
@@ -218,29 +219,44 @@ t.test('cached blob bodies with sendfile', { skip: loadSendfile().ok ? false : '
     await waitUntil('the stalled transfer is let go', async () => !rc.server.mirror.busyDigests().has(digest), { timeoutMs: 30_000 })
   })
 
-  await t.test('clients of a blob being downloaded follow the download with sendfile', async (t) => {
-    const cold = await startRegcache({ upstreams: { 'docker.io': { url: reg.url } } })
-    t.teardown(cold.stop)
-    const getsBefore = reg.count({ method: 'GET', pathIncludes: `/blobs/${digest}` })
-    const conns = await Promise.all(Array.from({ length: 5 }, () => Connection.open(cold.host)))
-    t.teardown(() => conns.forEach((c) => c.close()))
-    for (const c of conns) c.send('GET', path)
-    const answers = await Promise.all(conns.map((c) => c.response()))
-    for (const [i, r] of answers.entries()) {
-      t.equal(r.status, 200, `client ${i}: 200`)
-      t.match(r.headers['x-regcache-cache'], /^(miss|coalesced)$/, `client ${i}: answered by the download (${r.headers['x-regcache-cache']})`)
-      t.equal(sha256(r.body), digest, `client ${i}: bytes verify`)
-    }
-    t.equal(reg.count({ method: 'GET', pathIncludes: `/blobs/${digest}` }) - getsBefore, 1, 'one upstream GET for all of them')
-    await waitUntil('every body logged', async () => (await bodyLines(cold)).length >= 5, { timeoutMs: 30_000 })
-    const lines = await bodyLines(cold)
-    t.ok(lines.every((l) => l.sendfile === size && l.streamed === 0), `every body went out through sendfile: ${JSON.stringify(lines)}`)
-    await waitUntil('nothing holds the blob once done', async () => !cold.server.mirror.busyDigests().has(digest), { timeoutMs: 30_000 })
-    conns[0]!.send('GET', path, { range: 'bytes=0-9' })
-    const next = await conns[0]!.response()
-    t.equal(next.headers['x-regcache-cache'], 'hit', 'the connection stays open; the next answer is a hit')
-    t.ok(next.body.equals(layer.subarray(0, 10)), 'and its bytes are right')
-  })
+  for (const mode of ['copy', 'kernel'] as const) {
+    await t.test(`REGCACHE_SENDFILE=${mode}: clients of a blob being downloaded follow the download; a file cut short cuts the client`, async (t) => {
+      const cold = await startRegcache({ upstreams: { 'docker.io': { url: reg.url } }, env: { REGCACHE_SENDFILE: mode } })
+      t.teardown(cold.stop)
+      const getsBefore = reg.count({ method: 'GET', pathIncludes: `/blobs/${digest}` })
+      const conns = await Promise.all(Array.from({ length: 5 }, () => Connection.open(cold.host)))
+      t.teardown(() => conns.forEach((c) => c.close()))
+      for (const c of conns) c.send('GET', path)
+      const answers = await Promise.all(conns.map((c) => c.response()))
+      for (const [i, r] of answers.entries()) {
+        t.equal(r.status, 200, `client ${i}: 200`)
+        t.match(r.headers['x-regcache-cache'], /^(miss|coalesced)$/, `client ${i}: answered by the download (${r.headers['x-regcache-cache']})`)
+        t.equal(sha256(r.body), digest, `client ${i}: bytes verify`)
+      }
+      t.equal(reg.count({ method: 'GET', pathIncludes: `/blobs/${digest}` }) - getsBefore, 1, 'one upstream GET for all of them')
+      await waitUntil('every body logged', async () => (await bodyLines(cold)).length >= 5, { timeoutMs: 30_000 })
+      const lines = await bodyLines(cold)
+      t.ok(lines.every((l) => l.sendfile === size && l.streamed === 0), `every body went out through the native sender: ${JSON.stringify(lines)}`)
+      await waitUntil('nothing holds the blob once done', async () => !cold.server.mirror.busyDigests().has(digest), { timeoutMs: 30_000 })
+      conns[0]!.send('GET', path, { range: 'bytes=0-9' })
+      const next = await conns[0]!.response()
+      t.equal(next.headers['x-regcache-cache'], 'hit', 'the connection stays open; the next answer is a hit')
+      t.ok(next.body.equals(layer.subarray(0, 10)), 'and its bytes are right')
+
+      // The stored file loses its tail while a client that stopped reading is part way through.
+      const stalled = await Connection.open(cold.host)
+      t.teardown(() => stalled.close())
+      stalled.socket.pause()
+      stalled.send('GET', path)
+      await new Promise((r) => setTimeout(r, 500))
+      await truncate(blobPath(cold.dataDir, digest), 12 * MiB)
+      stalled.socket.resume()
+      await waitUntil('the connection is cut', async () => stalled.closed, { timeoutMs: 30_000 })
+      t.ok(stalled.received < size, `the client got ${stalled.received} bytes of ${size}, never a whole-looking body`)
+      const errors = (await cold.logs()).filter((l) => l.level >= 50 && l.msg.includes('stored blob failed'))
+      t.equal(errors.length, 1, 'the short file is logged as an error')
+    })
+  }
 
   await t.test('HEAD has the headers and no body', async (t) => {
     const c = await Connection.open(rc.host)
@@ -256,15 +272,7 @@ t.test('cached blob bodies with sendfile', { skip: loadSendfile().ok ? false : '
   })
 
   await t.test('REGCACHE_SENDFILE=off streams the same bytes', async (t) => {
-    const saved = process.env.REGCACHE_SENDFILE
-    process.env.REGCACHE_SENDFILE = 'off'
-    let off: Regcache
-    try {
-      off = await startRegcache({ upstreams: { 'docker.io': { url: reg.url } } })
-    } finally {
-      if (saved === undefined) delete process.env.REGCACHE_SENDFILE
-      else process.env.REGCACHE_SENDFILE = saved
-    }
+    const off = await startRegcache({ upstreams: { 'docker.io': { url: reg.url } }, env: { REGCACHE_SENDFILE: 'off' } })
     t.teardown(off.stop)
     const c = await Connection.open(off.host)
     t.teardown(() => c.close())
