@@ -55,6 +55,8 @@ export interface RegcacheProcOptions {
   label?: string
   /** More top-level configuration keys (storage, ...). */
   extra?: Record<string, unknown>
+  /** Environment variables beside the bench's own (REGCACHE_SENDFILE). */
+  env?: Record<string, string>
 }
 
 /** `node dist/cli/main.js serve --config FILE`, as an operator would run it. */
@@ -79,7 +81,8 @@ export async function startRegcacheProc(opts: RegcacheProcOptions): Promise<Serv
       await mkdir(opts.cpuProfDir, { recursive: true })
       nodeArgs.push('--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir, '--cpu-prof-name', `regcache-${opts.label ?? 'run'}-${process.hrtime.bigint()}.cpuprofile`)
     }
-    const daemon = track(spawnDaemon(process.execPath, [...nodeArgs, REGCACHE_MAIN, 'serve', '--config', configFile], { cwd: dir }))
+    const env = opts.env ? { ...process.env, ...opts.env } : undefined
+    const daemon = track(spawnDaemon(process.execPath, [...nodeArgs, REGCACHE_MAIN, 'serve', '--config', configFile], { cwd: dir, env }))
     // Graceful (SIGTERM) so a --cpu-prof profile gets written; shutdownGrace bounds it.
     return v2Server('regcache', daemon, port, dir, dataDir, 35_000)
   })

@@ -73,6 +73,8 @@ const LOAD_AT_START = loadavg()
 // Results
 
 type Who = 'regcache' | 'dist' | 'ref'
+/** Row 1 also runs regcache sending bodies with sendfile(2) (REGCACHE_SENDFILE=kernel), for comparison. */
+type WarmWho = Who | 'kernel'
 
 interface ColdRun {
   ms: number
@@ -101,11 +103,11 @@ interface PullRuns {
 
 const R = {
   objectStore: undefined as ObjectStoreResult | undefined,
-  warm1: { regcache: [] as number[], dist: [] as number[], ref: [] as number[] },
-  warm8: { regcache: [] as number[], dist: [] as number[], ref: [] as number[] },
-  warmHashed: {} as Partial<Record<Who, number>>,
+  warm1: { regcache: [] as number[], dist: [] as number[], ref: [] as number[], kernel: [] as number[] },
+  warm8: { regcache: [] as number[], dist: [] as number[], ref: [] as number[], kernel: [] as number[] },
+  warmHashed: {} as Partial<Record<WarmWho, number>>,
   /** Server CPU seconds (user + system, all its processes) per GB served during the curl runs. */
-  warmCpuPerGB: {} as Partial<Record<Who, number>>,
+  warmCpuPerGB: {} as Partial<Record<WarmWho, number>>,
   warmUpstreamGets: {} as Partial<Record<Who, number>>,
   reval: { regcache: [] as LoadResult[], dist: [] as LoadResult[], ref: [] as LoadResult[] },
   revalUpstream: { regcache: [] as number[], dist: [] as number[] },
@@ -209,11 +211,12 @@ async function waitDistributionCommitted(s: Server, big: BigImage): Promise<void
 }
 
 /** 1. Warm blob throughput (and 5. regcache's peak RSS during it). */
-async function warmBlob(up: Registry, big: BigImage, rc: Server, dist: Server, nginx: Nginx): Promise<void> {
-  const who: { id: Who; url: string; server: Server }[] = [
+async function warmBlob(up: Registry, big: BigImage, rc: Server, dist: Server, nginx: Nginx, kernel: Server): Promise<void> {
+  const who: { id: WarmWho; url: string; server: Server }[] = [
     { id: 'regcache', url: blobUrl(rc, big.layerDigest), server: rc },
     { id: 'dist', url: blobUrl(dist, big.layerDigest), server: dist },
     { id: 'ref', url: nginx.fileUrl, server: nginx },
+    { id: 'kernel', url: blobUrl(kernel, big.layerDigest), server: kernel },
   ]
   // Warm-up: the proxies fetch the blob upstream (and are checked byte for byte), nginx's file
   // enters the page cache.
@@ -230,7 +233,7 @@ async function warmBlob(up: Registry, big: BigImage, rc: Server, dist: Server, n
   for (const c of who) {
     const d = await hashedGet(c.url)
     checkBlob(`${c.id} warm download`, d, big.layerDigest, big.layerSize)
-    if (c.id === 'regcache' && d.cache !== 'hit') fail(`regcache answered the warm download with x-regcache-cache: ${d.cache}, expected hit`)
+    if ((c.id === 'regcache' || c.id === 'kernel') && d.cache !== 'hit') fail(`regcache answered the warm download with x-regcache-cache: ${d.cache}, expected hit`)
     R.warmHashed[c.id] = big.layerSize / MB / (d.ms / 1000)
     log(`   ${c.id}: hashed warm download ${fmt(R.warmHashed[c.id])} MB/s, sha256 ok`)
   }
@@ -263,8 +266,10 @@ async function warmBlob(up: Registry, big: BigImage, rc: Server, dist: Server, n
   log(`   server CPU s per GB: ${who.map((c) => `${c.id} ${fmt(R.warmCpuPerGB[c.id], 2)}`).join(', ')}`)
   log(`   ${CONCURRENT} clients MB/s: ${JSON.stringify(R.warm8, (_k, v) => (typeof v === 'number' ? Math.round(v) : v))}`)
   const peaks = await Promise.all(polls.map((p) => p.stop()))
-  who.forEach((c, i) => (R.rss.m1Poll[c.id] = peaks[i]))
-  for (const c of who) R.rss.m1[c.id] = (await memoryOf(c.server.pid)).hwm
+  who.forEach((c, i) => {
+    if (c.id !== 'kernel') R.rss.m1Poll[c.id] = peaks[i]
+  })
+  for (const c of who) if (c.id !== 'kernel') R.rss.m1[c.id] = (await memoryOf(c.server.pid)).hwm
   await up.settle()
   const extra = blobGets(up, big.layerDigest) - getsBefore
   if (extra !== 0) fail(`the proxies went upstream ${extra} time(s) for a blob they had already stored: not a warm measurement`)
@@ -513,6 +518,22 @@ function buildRows(): Row[] {
     })
   }
 
+  {
+    const k1 = medianOf(R.warm1.kernel)
+    const k8 = medianOf(R.warm8.kernel)
+    const r1 = medianOf(R.warm1.regcache)
+    rows.push({
+      cells: [
+        `1. (context) regcache with REGCACHE_SENDFILE=kernel: 1 client / ${CONCURRENT} clients / CPU s per GB`,
+        bad('1. warm blob', `${mb(k1)} / ${mb(k8)} / ${fmt(R.warmCpuPerGB.kernel, 2)}`),
+        '',
+        '',
+        `${ratio(k1, r1)} copy (1 client)`,
+        'info',
+      ],
+    })
+  }
+
   // 2. Revalidation.
   {
     const m = (xs: LoadResult[], f: (l: LoadResult) => number) => medianOf(xs.map(f))
@@ -643,7 +664,7 @@ function buildRows(): Row[] {
 
 const MEANING = `All processes run on this one machine and talk over 127.0.0.1; the clients compete with the servers for the same cores. MB = 10^6 bytes. Figures are medians over the runs listed under "Per-run figures". "MET"/"MISSED" compare regcache with the target.
 
-- **1. warm blob**: every contestant already holds the ${fmt(S.blobBytes / MB)} MB blob (the proxies fetched it once, nginx's file is in the page cache). \`curl -o /dev/null\` downloads it: one client (${S.warm1Runs} runs; MB/s = bytes / curl's transfer time) and ${CONCURRENT} concurrent clients (${S.warm8Runs} runs; aggregate MB/s = ${CONCURRENT} × bytes / time until the last finished), contestants interleaved. One download per contestant is sha256-checked in the client; regcache must answer it from cache (\`x-regcache-cache: hit\`) and no proxy may go upstream meanwhile. *Server CPU per GB*: user + system CPU seconds of the server's processes (nginx: master and workers) during those curl runs, per 10^9 bytes served — less sensitive to other load than MB/s.
+- **1. warm blob**: every contestant already holds the ${fmt(S.blobBytes / MB)} MB blob (the proxies fetched it once, nginx's file is in the page cache). \`curl -o /dev/null\` downloads it: one client (${S.warm1Runs} runs; MB/s = bytes / curl's transfer time) and ${CONCURRENT} concurrent clients (${S.warm8Runs} runs; aggregate MB/s = ${CONCURRENT} × bytes / time until the last finished), contestants interleaved. One download per contestant is sha256-checked in the client; regcache must answer it from cache (\`x-regcache-cache: hit\`) and no proxy may go upstream meanwhile. *Server CPU per GB*: user + system CPU seconds of the server's processes (nginx: master and workers) during those curl runs, per 10^9 bytes served — less sensitive to other load than MB/s. regcache sends bodies with its default copy loop (\`REGCACHE_SENDFILE=copy\`); a second regcache with \`REGCACHE_SENDFILE=kernel\` (sendfile(2), as nginx) runs interleaved with the others, on the context row.
 - **2. tag revalidation**: wrk, ${REVAL_CLIENTS} connections, ${S.revalSeconds} s per run, \`GET /v2/bench/app/manifests/v1\` with containerd's Accept header (4 manifest types + \`*/*\`); req/s and wrk's p50/p99 latency; every answer must be 200. regcache revalidates every request (\`minInterval: 0\`), sharing one upstream HEAD among concurrent requests; "upstream manifest requests per client request" is counted in the upstream's access log. The upstream column is the registry itself under the same load.
 - **3. cold fan-out**: a fresh proxy (empty storage) and ${FANOUT} concurrent clients asking for the uncached blob, each hashing every byte (checked). Upstream GETs are counted in the upstream's access log; wall time runs until the last client is done. Reference: one hashed client straight from the upstream. The context row, ${FANOUT} hashed clients straight from the upstream, is what the clients themselves cost on this machine: on loopback the upstream is as fast as the mirror, so this target cannot be met here by any proxy.
 - **3b.** the same, with the upstream behind a ${S.linkMBps} MB/s link shared by all connections (bench/throttle.ts), for the proxies and the direct download alike: the upstream link is the bottleneck, as over the internet. distribution runs once (it fetches once per client over the shared link).
@@ -666,6 +687,7 @@ function details(): string {
   const mbs = (n: number) => fmt(n)
   lines.push(`- 1 client MB/s per run: regcache ${list(R.warm1.regcache, mbs)}; distribution ${list(R.warm1.dist, mbs)}; nginx ${list(R.warm1.ref, mbs)}`)
   lines.push(`- ${CONCURRENT} clients MB/s per run: regcache ${list(R.warm8.regcache, mbs)}; distribution ${list(R.warm8.dist, mbs)}; nginx ${list(R.warm8.ref, mbs)}`)
+  lines.push(`- regcache with REGCACHE_SENDFILE=kernel (sendfile(2)), MB/s per run: 1 client ${list(R.warm1.kernel, mbs)}; ${CONCURRENT} clients ${list(R.warm8.kernel, mbs)}`)
   lines.push(
     `- hashed (undici + sha256 in the client) warm download MB/s: regcache ${fmt(R.warmHashed.regcache)}, distribution ${fmt(R.warmHashed.dist)}, nginx ${fmt(R.warmHashed.ref)} (all sha256-verified)`,
   )
@@ -825,8 +847,10 @@ async function main(): Promise<number> {
   R.rss.idle.dist = (await memoryOf(dist.pid)).rss
   const nginx = await managed('nginx', startNginx(big.layerDir, big.layerFile))
 
-  await section('1. warm blob', () => warmBlob(up, big, rc, dist, nginx))
+  const kernel = await managed('regcache kernel', startRegcacheProc({ upstreamUrl: up.url, label: 'kernel', env: { REGCACHE_SENDFILE: 'kernel' } }))
+  await section('1. warm blob', () => warmBlob(up, big, rc, dist, nginx, kernel))
   await nginx.stop()
+  await kernel.stop()
   await section('2. tag revalidation', () => revalidation(up, rc, dist))
   await rc.stop()
   await dist.stop()
