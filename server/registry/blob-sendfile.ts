@@ -1,8 +1,9 @@
 // Blob bodies sent by the native addon (native/sendfile): from the stored file, or from the file
-// of a fill under way as its bytes arrive, to the client's socket, never through JavaScript
-// buffers: by a copy loop in C through one reused buffer, or by sendfile(2) (SendMode). The response stays Node's: the
-// head goes out through Node, the kernel sends the body, then Node ends the response, so
-// keep-alive, pipelined requests, the request log and metrics work as for any other answer.
+// of a fill under way as its bytes arrive, to the client's socket without passing through
+// JavaScript buffers: by a copy loop in C through one reused buffer, or by sendfile(2)
+// (SendMode). The response stays Node's: the head goes out through Node, the addon sends the
+// body, then Node ends the response, so keep-alive, pipelined requests, the request log and
+// metrics work as for any other answer.
 // Used only when every condition holds (the addon was built, a plain TCP socket, a local file
 // store, bytes not due to be re-hashed); otherwise bodies are streamed as before.
 
@@ -127,7 +128,7 @@ export interface SendfileBody {
 }
 
 /**
- * Sends the reply's status and headers, then the body with sendfile: in one transfer from a
+ * Sends the reply's status and headers, then the body with the addon: in one transfer from a
  * stored file, or step by step behind a fill (BlobFile.available). Takes the reply over from
  * fastify (hijack): nothing else may be sent on it. The file is closed in every case.
  */
@@ -194,7 +195,7 @@ export function sendFileBody(req: FastifyRequest, reply: FastifyReply, body: Sen
     )
   }
 
-  /** Bytes [pos, upTo) with one sendfile transfer. */
+  /** Bytes [pos, upTo) with one transfer of the addon. */
   function send(upTo: number): void {
     const fd = socketFd(socket)
     if (fd === undefined) return done()
