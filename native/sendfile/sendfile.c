@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -143,9 +145,24 @@ static void finish(transfer_t *t, int err) {
 // Copy mode: pread() into the shared buffer, send() from it. A partial send means the socket is
 // full: the unsent part is read again from the file next time (nothing is kept between wake-ups,
 // so one buffer serves every transfer on the loop).
+// About how many more bytes the socket takes now: its send buffer less what is queued in it
+// (the kernel's own accounting adds overhead per packet, so this errs high; a short send is
+// the correction). Reading no more than this spares reading bytes again after a short send,
+// which matters with many slow clients. At least MIN_READ, so a full socket costs one small read.
+#define MIN_READ (64 * 1024)
+static size_t socket_room(int sock) {
+  int sndbuf = 0, queued = 0;
+  socklen_t len = sizeof sndbuf;
+  if (getsockopt(sock, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) != 0 || ioctl(sock, SIOCOUTQ, &queued) != 0) return COPY_BUFFER;
+  int room = sndbuf - queued;
+  return room < MIN_READ ? MIN_READ : (size_t)room;
+}
+
 static void copy_some(transfer_t *t, int64_t budget) {
   while (t->remaining > 0 && budget > 0) {
     size_t want = (size_t)(t->remaining < COPY_BUFFER ? t->remaining : COPY_BUFFER);
+    size_t room = socket_room(t->sock);
+    if (room < want) want = room;
     ssize_t r = pread(t->file, t->copy, want, (off_t)t->offset);
     if (r < 0) {
       if (errno == EINTR) continue;
