@@ -4,6 +4,7 @@ import { mkdirSync } from 'node:fs'
 import { SERVE_USAGE } from './usage.js'
 import { configOrExit, parse, usageFailure } from './common.js'
 import { startServer } from '../server/serve.js'
+import { sendModeFromEnv } from '../server/registry/blob-sendfile.js'
 import { DataDirInUseError } from '../storage/data-lock.js'
 import { createLogger } from './logger.js'
 import { HtpasswdError } from '../auth/htpasswd.js'
@@ -21,6 +22,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
   }
   const config = configOrExit(values.config)
   if (!config) return 2
+  try {
+    sendModeFromEnv(process.env.REGCACHE_SENDFILE)
+  } catch (err) {
+    process.stderr.write(`regcache: ${(err as Error).message}\n`)
+    return 2
+  }
   // The cache holds what private upstreams served: only regcache's own user may read it
   // (directories 0700, files 0600), whatever the umask the process was started with.
   process.umask(0o077)

@@ -36,6 +36,10 @@ config file says otherwise. REGCACHE_LISTEN and REGCACHE_DATA_DIR override the f
 Logs go to standard output: readable lines when it is a terminal, JSON lines otherwise (or
 always with REGCACHE_LOG_FORMAT=json).
 
+Blob bodies go from file to socket outside JavaScript when the native addon is built:
+REGCACHE_SENDFILE=copy (the default: a copy loop in C), kernel (sendfile(2)) or off (Node
+streams). See the README's "Sending blob bodies".
+
 SIGTERM or SIGINT lets requests and downloads in flight finish (shutdownGrace); a second signal
 exits at once.
 

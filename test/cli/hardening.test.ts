@@ -1,5 +1,5 @@
 // The regcache command at its edges: a data directory it cannot create, a port already taken,
-// the permissions of what it creates, and `history` writing into a pipe that closed early.
+// an unknown REGCACHE_SENDFILE, the permissions of what it creates, and `history` writing into a pipe that closed early.
 
 import { spawn } from 'node:child_process'
 import { statSync } from 'node:fs'
@@ -49,6 +49,16 @@ t.test('a port already in use: one clear line, exit 1', async (t) => {
   const r = await run(process.execPath, [CLI, 'serve', '--config', await configFile(dir, { dataDir: join(dir, 'data'), listen: `127.0.0.1:${port}` })])
   t.equal(r.code, 1)
   oneClearLine(t, r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: address already in use`))
+})
+
+t.test('an unknown REGCACHE_SENDFILE: one clear line, exit 2, nothing created', async (t) => {
+  const dir = await makeTempDir()
+  t.teardown(() => removeTempDir(dir))
+  const dataDir = join(dir, 'data')
+  const r = await run(process.execPath, [CLI, 'serve', '--config', await configFile(dir, { dataDir })], { env: { ...process.env, REGCACHE_SENDFILE: 'sendfile' } })
+  t.equal(r.code, 2)
+  oneClearLine(t, r.stderr, /REGCACHE_SENDFILE="sendfile": expected copy \(the default\), kernel or off/)
+  t.throws(() => statSync(dataDir), { code: 'ENOENT' }, 'no data directory created')
 })
 
 t.test('the data directory is 0700 and its files 0600, whatever the umask; history into a closed pipe exits quietly', async (t) => {
