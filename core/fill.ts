@@ -37,6 +37,8 @@ const READ_CHUNK = 256 * 1024
  * many (or all that is left before the held-back last byte): each step is one sendfile transfer.
  */
 const FOLLOW_STEP = 1024 * 1024
+/** ... but never waits longer than this for a step to fill up while some bytes are there. */
+const FOLLOW_WAIT_MS = 100
 /** Newest bytes kept in memory, so clients that keep up with the download do not read the file back. */
 const RECENT_LIMIT = 8 * 1024 * 1024
 
@@ -283,18 +285,27 @@ export class Fill extends EventEmitter {
             // The blob's last byte is released only once the whole blob verified.
             const last = Math.min(end + 1, this.size - 1)
             const limit = Math.min(last, this.written)
-            if (limit <= pos || (limit - pos < FOLLOW_STEP && limit < last)) return false
+            if (limit <= pos || (limit - pos < FOLLOW_STEP && limit < last && !waitedLong)) return false
             resolve(limit)
             return true
           }
         }
       }
+      // A slow download still reaches the client within FOLLOW_WAIT_MS, step or not.
+      let waitedLong = false
       if (settle()) return
-      const onEvent = () => {
-        if (!settle()) return
+      const stop = () => {
+        clearTimeout(timer)
         this.off('progress', onEvent)
         this.off('relaying', onEvent)
       }
+      const onEvent = () => {
+        if (settle()) stop()
+      }
+      const timer = setTimeout(() => {
+        waitedLong = true
+        onEvent()
+      }, FOLLOW_WAIT_MS)
       this.on('progress', onEvent)
       this.on('relaying', onEvent)
     })

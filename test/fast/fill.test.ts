@@ -341,3 +341,17 @@ t.test('no file follower once the fill ended badly', async (t) => {
   await t.rejects(fill.done)
   t.equal(await fill.openFollower(0, SIZE - 1), undefined)
 })
+
+t.test('a slow download still reaches a file follower in small steps', async (t) => {
+  const big = 3 * 1024 * 1024
+  const bytes = randomBytes(big)
+  const { fill, body } = await setup(t, bytes)
+  const f = followFile(fill, 0, big - 1)
+  body.write(bytes.subarray(0, 10_000))
+  const t0 = Date.now()
+  await until(() => f.seen() === 10_000)
+  t.equal(f.seen(), 10_000, 'the first 10 kB went out without waiting for a whole step')
+  t.ok(Date.now() - t0 < 2000, `within ${Date.now() - t0} ms`)
+  body.end(bytes.subarray(10_000))
+  t.ok((await f.result).bytes.equals(bytes))
+})
