@@ -37,8 +37,11 @@ const READ_CHUNK = 256 * 1024
  * many (or all that is left before the held-back last byte): each step is one sendfile transfer.
  */
 const FOLLOW_STEP = 1024 * 1024
-/** ... but never waits longer than this for a step to fill up while some bytes are there. */
-const FOLLOW_WAIT_MS = 100
+/**
+ * ... or whatever arrived within this many milliseconds: a fast download still makes large
+ * steps, a slow one (a slow upstream link) reaches its clients smoothly instead of in bursts.
+ */
+const FOLLOW_WAIT_MS = 5
 /** Newest bytes kept in memory, so clients that keep up with the download do not read the file back. */
 const RECENT_LIMIT = 8 * 1024 * 1024
 
@@ -291,7 +294,7 @@ export class Fill extends EventEmitter {
           }
         }
       }
-      // A slow download still reaches the client within FOLLOW_WAIT_MS, step or not.
+      // A slow download reaches the client within FOLLOW_WAIT_MS, whole step or not.
       let waitedLong = false
       if (settle()) return
       const stop = () => {
