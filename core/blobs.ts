@@ -47,14 +47,9 @@ export interface BlobResult {
 export interface BlobFile {
   /** Read-only descriptor of the file. */
   readonly fd: number
-  /**
-   * A fill's file: reports that bytes before `pos` were sent and resolves, once bytes from `pos`
-   * on may be sent, to the end (exclusive) of those bytes, or to 'stream' when the rest must go
-   * through open(); rejects when the download failed (the client must be cut off). Absent: the
-   * whole range may be sent at once.
-   */
-  available?(pos: number): Promise<number | 'stream'>
-  /** Closes the file; call once the bytes are sent (or abandoned). */
+  /** A fill's file: how far the sender may go (FileFollower.available). Absent: the whole range at once. */
+  available?: FileFollower['available']
+  /** Closes the file once the bytes are sent (or abandoned); more calls do nothing. */
   close(): Promise<void>
 }
 
@@ -283,20 +278,20 @@ export class Blobs {
   /** Bytes [start, end] of a blob being filled, sent from the fill's file as they become safe to send. */
   private async followFill(fill: Fill, start: number, end: number): Promise<BlobFile | undefined> {
     const release = this.hold(fill.digest)
-    let follower: FileFollower | undefined
-    try {
-      follower = await fill.openFollower(start, end)
-    } finally {
-      if (!follower) release()
+    const follower = await fill.openFollower(start, end).catch((err: unknown) => {
+      release()
+      throw err
+    })
+    if (!follower) {
+      release()
+      return undefined
     }
-    if (!follower) return undefined
-    const f = follower
     return {
-      fd: f.fd,
-      available: (pos) => f.available(pos),
+      fd: follower.fd,
+      available: follower.available,
       close: async () => {
         release()
-        await f.close()
+        await follower.close()
       },
     }
   }

@@ -278,11 +278,9 @@ export class Fill extends EventEmitter {
             reject(this.error ?? new Error('fill failed'))
             return true
           case 'relaying':
-            resolve('stream')
-            return true
           case 'relayed':
-            if (pos < this.written) resolve(Math.min(end + 1, this.written))
-            else reject(this.diskError ?? new Error('fill relayed'))
+            // The disk filled up: the rest is in the relay, which only a stream reader gets.
+            resolve('stream')
             return true
           case 'filling': {
             // The blob's last byte is released only once the whole blob verified.
